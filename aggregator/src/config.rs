@@ -1,0 +1,59 @@
+//! Aggregator configuration, with the defaults documented in the README.
+
+use serde::{Deserialize, Serialize};
+use weir_core::kafka::KafkaConfig;
+use weir_core::telemetry::TelemetryConfig;
+use weir_core::topics::Topics;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// Rows per insert, at most.
+    pub batch_rows: usize,
+    /// Longest a row waits before its batch is inserted.
+    pub batch_interval_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "weir".into(),
+            user: "default".into(),
+            password: String::new(),
+            batch_rows: 10_000,
+            batch_interval_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Address of the query API and the ops endpoints.
+    pub listen: String,
+    pub schema_registry_url: String,
+    pub group_id: String,
+    pub clickhouse: ClickHouseConfig,
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8090".into(),
+            schema_registry_url: "http://127.0.0.1:8081".into(),
+            group_id: "weir-aggregator".into(),
+            clickhouse: ClickHouseConfig::default(),
+            kafka: KafkaConfig::default(),
+            topics: Topics::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! weir aggregator: materialises processed events and window aggregates into
+//! ClickHouse, idempotently, and serves the query API on top.
+
+pub mod api;
+pub mod clickhouse_sink;
+pub mod config;
+pub mod migrations;
+pub mod runtime;

@@ -1,0 +1,162 @@
+//! The aggregator's consume loop: read `events.clean` and `aggregates.1m`
+//! (read_committed), batch by rows or time, insert into ClickHouse, and only
+//! then commit the offsets. While ClickHouse is down the loop retries the
+//! same batch with backoff and reads nothing new.
+
+use crate::clickhouse_sink::{AggregateRow, ClickHouseSink, EventRow};
+use crate::config::AggregatorConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use weir_core::codec::{Codec, CodecError};
+use weir_core::ops::Readiness;
+
+pub struct Aggregator {
+    cfg: AggregatorConfig,
+    consumer: StreamConsumer,
+    codec: Codec,
+    sink: ClickHouseSink,
+}
+
+#[derive(Default)]
+struct Batch {
+    events: Vec<EventRow>,
+    aggregates: Vec<AggregateRow>,
+    /// Next offset per (topic, partition).
+    offsets: HashMap<(String, i32), i64>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.events.len() + self.aggregates.len()
+    }
+}
+
+impl Aggregator {
+    pub async fn build(cfg: AggregatorConfig, sink: ClickHouseSink) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = cfg
+            .kafka
+            .client_config(&[
+                ("group.id", &cfg.group_id),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_committed"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+            ])
+            .create()?;
+        let codec = Codec::new(&cfg.schema_registry_url, &cfg.topics.raw, &cfg.topics.aggregates)?;
+        consumer.subscribe(&[&cfg.topics.clean, &cfg.topics.aggregates])?;
+        Ok(Self { cfg, consumer, codec, sink })
+    }
+
+    pub async fn run(self, ready: Readiness, shutdown: CancellationToken) -> anyhow::Result<()> {
+        ready.set(true);
+        let interval = Duration::from_millis(self.cfg.clickhouse.batch_interval_ms);
+        loop {
+            let mut batch = Batch::default();
+            let deadline = tokio::time::Instant::now() + interval;
+            while batch.len() < self.cfg.clickhouse.batch_rows {
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
+                        Err(_) => break,
+                        Ok(Err(e)) => { tracing::warn!(error = %e, "consumer error"); continue; }
+                        Ok(Ok(m)) => m.detach(),
+                    },
+                };
+                self.add(&mut batch, msg, &shutdown).await;
+            }
+            // Flush even on shutdown: what was read is inserted and committed.
+            self.flush(batch, &ready, &shutdown).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        ready.set(false);
+        tracing::info!("aggregator stopped");
+        Ok(())
+    }
+
+    async fn add(&self, batch: &mut Batch, msg: OwnedMessage, shutdown: &CancellationToken) {
+        let topic = msg.topic().to_string();
+        batch.offsets.insert((topic.clone(), msg.partition()), msg.offset() + 1);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = if topic == self.cfg.topics.clean {
+                self.codec
+                    .decode_event(msg.payload())
+                    .await
+                    .map(|e| batch.events.push(EventRow::new(e, msg.partition(), msg.offset())))
+            } else {
+                self.codec.decode_aggregate(msg.payload()).await.map(|a| batch.aggregates.push(a.into()))
+            };
+            match result {
+                Ok(()) => return,
+                Err(CodecError::Invalid(reason)) => {
+                    // The processor wrote these; an undecodable one is a bug, not data to retry forever.
+                    metrics::counter!("weir_aggregator_undecodable_total", "topic" => topic.clone()).increment(1);
+                    tracing::error!(%topic, partition = msg.partition(), offset = msg.offset(), %reason, "skipping undecodable record");
+                    return;
+                }
+                Err(e @ CodecError::Unavailable(_)) => {
+                    tracing::warn!(error = %e, "retrying decode");
+                    if shutdown.is_cancelled() {
+                        batch.offsets.remove(&(topic, msg.partition()));
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Inserts the batch, retrying until ClickHouse takes it, then commits.
+    async fn flush(&self, batch: Batch, ready: &Readiness, shutdown: &CancellationToken) {
+        if batch.offsets.is_empty() {
+            return;
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let started = std::time::Instant::now();
+            let result = async {
+                self.sink.insert_events(&batch.events).await?;
+                self.sink.insert_aggregates(&batch.aggregates).await
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    metrics::histogram!("weir_aggregator_insert_seconds").record(started.elapsed().as_secs_f64());
+                    metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "events").increment(batch.events.len() as u64);
+                    metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "event_counts_1m").increment(batch.aggregates.len() as u64);
+                    ready.set(true);
+                    break;
+                }
+                Err(e) => {
+                    metrics::counter!("weir_aggregator_insert_failures_total").increment(1);
+                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "ClickHouse insert failed; holding the batch");
+                    ready.set(false);
+                    if shutdown.is_cancelled() {
+                        // Not committed, so the next start reads these records again.
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), next) in &batch.offsets {
+            if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*next)) {
+                tracing::warn!(error = %e, "bad offset");
+            }
+        }
+        // A failed commit (say, during a rebalance) is safe: the rows are re-read and replace themselves.
+        if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync)) {
+            tracing::warn!(error = %e, "offset commit failed; the batch will be re-read and re-inserted idempotently");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Avro in the Confluent Schema Registry wire format (magic byte, 4-byte schema
+//! id, Avro binary), through `schema_registry_converter`.
+//!
+//! Schemas are checked into `core/schemas/` and registered under
+//! `<topic>-value` with BACKWARD compatibility when a stage starts.
+
+use crate::{Event, WindowAggregate};
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use std::time::Duration;
+
+pub const EVENT_SCHEMA: &str = include_str!("../schemas/event.avsc");
+pub const AGGREGATE_SCHEMA: &str = include_str!("../schemas/window_aggregate.avsc");
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The registry could not be reached; the same call may succeed later.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+    /// The bytes or the value are wrong and always will be.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<SRCError> for CodecError {
+    fn from(e: SRCError) -> Self {
+        let msg = match &e.cause {
+            Some(c) => format!("{}: {c}", e.error),
+            None => e.error.clone(),
+        };
+        if e.retriable {
+            CodecError::Unavailable(msg)
+        } else {
+            CodecError::Invalid(msg)
+        }
+    }
+}
+
+pub struct Codec {
+    registry_url: String,
+    encoder: AvroEncoder,
+    decoder: AvroDecoder,
+    event_subject: SubjectNameStrategy,
+    aggregate_subject: SubjectNameStrategy,
+}
+
+impl Codec {
+    /// `event_topic` and `aggregate_topic` name the subjects the two schemas
+    /// are registered under.
+    pub fn new(registry_url: &str, event_topic: &str, aggregate_topic: &str) -> anyhow::Result<Self> {
+        let settings = SrSettings::new_builder(registry_url.to_string())
+            .set_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| anyhow::anyhow!("schema registry settings: {e}"))?;
+        let supplied = |name: &str, schema: &str| {
+            SuppliedSchema::new(Some(name.into()), SchemaType::Avro, schema.into())
+        };
+        Ok(Self {
+            registry_url: registry_url.trim_end_matches('/').to_string(),
+            encoder: AvroEncoder::new(settings.clone()),
+            decoder: AvroDecoder::new(settings),
+            event_subject: SubjectNameStrategy::TopicNameStrategyWithSchema(
+                event_topic.into(),
+                false,
+                supplied("weir.Event", EVENT_SCHEMA),
+            ),
+            aggregate_subject: SubjectNameStrategy::TopicNameStrategyWithSchema(
+                aggregate_topic.into(),
+                false,
+                supplied("weir.WindowAggregate", AGGREGATE_SCHEMA),
+            ),
+        })
+    }
+
+    /// Sets BACKWARD compatibility on both subjects and registers the schemas,
+    /// so that an incompatible change fails at start-up, not on the first event.
+    pub async fn register(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        for subject in [&self.event_subject, &self.aggregate_subject] {
+            let name = subject.get_subject().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let url = format!("{}/config/{}", self.registry_url, name);
+            let resp = http
+                .put(&url)
+                .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+                .body(r#"{"compatibility":"BACKWARD"}"#)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("schema registry at {} unreachable: {e}", self.registry_url))?;
+            anyhow::ensure!(resp.status().is_success(), "setting compatibility on {name}: HTTP {}", resp.status());
+        }
+        self.encoder
+            .get_schema_and_id(&self.event_subject.get_subject()?, self.event_subject.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the event schema: {e}"))?;
+        self.encoder
+            .get_schema_and_id(&self.aggregate_subject.get_subject()?, self.aggregate_subject.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("registering the aggregate schema: {e}"))?;
+        Ok(())
+    }
+
+    pub async fn encode_event(&self, event: &Event) -> Result<Vec<u8>, CodecError> {
+        Ok(self.encoder.encode_struct(event, &self.event_subject).await?)
+    }
+
+    pub async fn encode_aggregate(&self, agg: &WindowAggregate) -> Result<Vec<u8>, CodecError> {
+        Ok(self.encoder.encode_struct(agg, &self.aggregate_subject).await?)
+    }
+
+    pub async fn decode_event(&self, bytes: Option<&[u8]>) -> Result<Event, CodecError> {
+        self.decode(bytes).await
+    }
+
+    pub async fn decode_aggregate(&self, bytes: Option<&[u8]>) -> Result<WindowAggregate, CodecError> {
+        self.decode(bytes).await
+    }
+
+    async fn decode<T: serde::de::DeserializeOwned>(&self, bytes: Option<&[u8]>) -> Result<T, CodecError> {
+        if bytes.is_none_or(|b| b.is_empty()) {
+            return Err(CodecError::Invalid("empty payload".into()));
+        }
+        let decoded = self.decoder.decode(bytes).await?;
+        apache_avro::from_value(&decoded.value)
+            .map_err(|e| CodecError::Invalid(format!("payload does not match the expected record: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Context, Device, Item, PropertyValue};
+    use apache_avro::{from_avro_datum, to_avro_datum, Schema};
+
+    pub(crate) fn sample() -> Event {
+        Event {
+            event_id: "e1".into(),
+            name: "cart.add".into(),
+            timestamp: 1_700_000_000_123,
+            received_at: 1_700_000_000_456,
+            sent_at: None,
+            tenant: "acme".into(),
+            schema_version: 1,
+            user_id: Some("u1".into()),
+            anonymous_id: None,
+            session_id: None,
+            customer_id: Some("c".into()),
+            channel: Some("web".into()),
+            service: None,
+            properties: [
+                ("s".to_string(), PropertyValue::String("x".into())),
+                ("n".to_string(), PropertyValue::Long(3)),
+                ("f".to_string(), PropertyValue::Double(1.5)),
+                ("b".to_string(), PropertyValue::Boolean(true)),
+            ]
+            .into(),
+            user_properties: Default::default(),
+            context: Some(Context {
+                url: Some("https://x".into()),
+                device: Some(Device { os: Some("linux".into()), ..Default::default() }),
+                ..Default::default()
+            }),
+            items: vec![Item { id: Some("sku".into()), price: Some(9.5), quantity: Some(2), ..Default::default() }],
+            description: None,
+        }
+    }
+
+    #[test]
+    fn event_round_trips_through_its_schema() {
+        let schema = Schema::parse_str(EVENT_SCHEMA).unwrap();
+        let event = sample();
+        let value = apache_avro::to_value(&event).unwrap().resolve(&schema).unwrap();
+        let bytes = to_avro_datum(&schema, value).unwrap();
+        let back = from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
+        assert_eq!(apache_avro::from_value::<Event>(&back).unwrap(), event);
+    }
+
+    #[test]
+    fn aggregate_round_trips_through_its_schema() {
+        let schema = Schema::parse_str(AGGREGATE_SCHEMA).unwrap();
+        let agg = WindowAggregate {
+            tenant: "t".into(),
+            name: "n".into(),
+            channel: String::new(),
+            window_start: 60_000,
+            window_end: 120_000,
+            input_partition: 3,
+            count: 7,
+            users: vec!["a".into(), "b".into()],
+            emitted_seq: 42,
+            is_final: true,
+        };
+        let value = apache_avro::to_value(&agg).unwrap().resolve(&schema).unwrap();
+        let bytes = to_avro_datum(&schema, value).unwrap();
+        let back = from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
+        assert_eq!(apache_avro::from_value::<WindowAggregate>(&back).unwrap(), agg);
+    }
+}

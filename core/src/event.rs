@@ -1,0 +1,115 @@
+//! The event model: one product or service event as it travels through weir.
+//!
+//! The Rust types mirror `schemas/event.avsc` field for field; serde maps them to
+//! Avro values and back. Validation of client input lives in ingest, not here.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Current value of `Event::schema_version`.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The channels an event may come from.
+pub const CHANNELS: &[&str] = &["web", "mobile", "desktop", "tv", "console", "server", "other"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: String,
+    pub name: String,
+    /// Event time, epoch milliseconds.
+    pub timestamp: i64,
+    /// Server time at ingest, epoch milliseconds.
+    pub received_at: i64,
+    pub sent_at: Option<i64>,
+    pub tenant: String,
+    pub schema_version: i32,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    pub session_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub channel: Option<String>,
+    pub service: Option<String>,
+    pub properties: BTreeMap<String, PropertyValue>,
+    pub user_properties: BTreeMap<String, PropertyValue>,
+    pub context: Option<Context>,
+    pub items: Vec<Item>,
+    pub description: Option<String>,
+}
+
+impl Event {
+    /// The id unique users are counted by: `coalesce(user_id, anonymous_id)`.
+    pub fn user_key(&self) -> Option<&str> {
+        self.user_id.as_deref().or(self.anonymous_id.as_deref())
+    }
+
+    /// The first level of the dotted name (`cart` for `cart.add`).
+    pub fn namespace(&self) -> &str {
+        namespace_of(&self.name)
+    }
+}
+
+/// The first level of a dotted event name.
+pub fn namespace_of(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
+}
+
+/// A property value: the Avro union `[string, long, double, boolean]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    String(String),
+    Long(i64),
+    Double(f64),
+    Boolean(bool),
+}
+
+impl std::fmt::Display for PropertyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PropertyValue::String(s) => f.write_str(s),
+            PropertyValue::Long(n) => write!(f, "{n}"),
+            PropertyValue::Double(n) => write!(f, "{n}"),
+            PropertyValue::Boolean(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    pub url: Option<String>,
+    pub referrer: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub locale: Option<String>,
+    pub device: Option<Device>,
+    pub app: Option<App>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub category: Option<String>,
+    pub brand: Option<String>,
+    pub model: Option<String>,
+    pub os: Option<String>,
+    pub os_version: Option<String>,
+    pub browser: Option<String>,
+    pub browser_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub id: Option<String>,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub brand: Option<String>,
+    pub variant: Option<String>,
+    pub price: Option<f64>,
+    pub quantity: Option<i64>,
+    pub revenue: Option<f64>,
+    pub currency: Option<String>,
+}

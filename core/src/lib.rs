@@ -1,0 +1,19 @@
+//! What weir's three stages share: the event contract (model, Avro schemas,
+//! Confluent wire codec, topic names) and the service shell every long-running
+//! binary uses (config loading, telemetry, ops endpoints, shutdown).
+//!
+//! Keep this crate small: logic that belongs to one stage lives in that stage.
+
+pub mod aggregate;
+pub mod codec;
+pub mod config;
+pub mod event;
+pub mod kafka;
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topics;
+
+pub use aggregate::WindowAggregate;
+pub use codec::{Codec, CodecError};
+pub use event::Event;

@@ -1,0 +1,73 @@
+//! Logs, metrics and traces for a weir binary.
+//!
+//! Logs are `tracing` events, as text or JSON. Metrics go through the `metrics`
+//! facade into a Prometheus registry served at `/metrics`. Traces are exported
+//! over OTLP/HTTP only when an endpoint is configured (off by default).
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` or `json`.
+    pub log_format: String,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`. Off when empty.
+    pub otlp_endpoint: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: "text".into(), log_level: "info".into(), otlp_endpoint: String::new() }
+    }
+}
+
+/// Keeps the exporters alive; `shutdown` flushes pending spans.
+pub struct Telemetry {
+    pub metrics: PrometheusHandle,
+    tracer: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn init(service: &'static str, cfg: &TelemetryConfig) -> anyhow::Result<Self> {
+        let filter = EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&cfg.log_level))?;
+        let fmt = match cfg.log_format.as_str() {
+            "json" => tracing_subscriber::fmt::layer().json().flatten_event(true).boxed(),
+            "text" => tracing_subscriber::fmt::layer().boxed(),
+            other => anyhow::bail!("telemetry.log_format must be text or json, got {other:?}"),
+        };
+        let tracer = if cfg.otlp_endpoint.is_empty() {
+            None
+        } else {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(&cfg.otlp_endpoint)
+                .build()?;
+            let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+            Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+        };
+        let otel = tracer
+            .as_ref()
+            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+        tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
+        let metrics = PrometheusBuilder::new().install_recorder()?;
+        Ok(Self { metrics, tracer })
+    }
+
+    pub fn shutdown(self) {
+        if let Some(p) = self.tracer {
+            if let Err(e) = p.shutdown() {
+                tracing::warn!(error = %e, "flushing traces failed");
+            }
+        }
+    }
+}

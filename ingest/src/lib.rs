@@ -1,0 +1,55 @@
+//! weir ingest: the HTTP gateway. It validates client events, stamps server
+//! time, encodes them as Avro in the Confluent wire format and writes them to
+//! `events.raw`, answering 2xx only once Kafka has them.
+
+pub mod config;
+pub mod http;
+pub mod publisher;
+pub mod validate;
+
+use config::IngestConfig;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_core::codec::Codec;
+use weir_core::topics::{ensure_topics, TopicSpec};
+
+/// Connects to Kafka and the registry and returns the API state.
+pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
+    let admin: AdminClient<DefaultClientContext> = cfg.kafka.client_config(&[]).create()?;
+    let raw = [TopicSpec { name: &cfg.topics.raw, partitions: cfg.kafka.partitions, compacted: false }];
+    ensure_topics(&admin, &raw, cfg.kafka.replication).await?;
+    let codec = Codec::new(&cfg.schema_registry_url, &cfg.topics.raw, &cfg.topics.aggregates)?;
+    codec.register().await?;
+    let timeout = cfg.delivery_timeout_ms.to_string();
+    let producer: FutureProducer = cfg
+        .kafka
+        .client_config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+            ("message.timeout.ms", &timeout),
+        ])
+        .create()?;
+    let publisher = http::ApiState {
+        publisher: publisher::EventPublisher::new(
+            producer,
+            codec,
+            cfg.topics.raw.clone(),
+            Duration::from_millis(cfg.delivery_timeout_ms),
+        ),
+        limits: validate::Limits {
+            max_future_skew_ms: cfg.max_future_skew_ms,
+            max_string_bytes: cfg.max_string_bytes,
+            max_properties: cfg.max_properties,
+            ..Default::default()
+        },
+        tenant: cfg.tenant.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+        max_batch_events: cfg.max_batch_events,
+    };
+    Ok(Arc::new(publisher))
+}

@@ -1,0 +1,84 @@
+//! Processor configuration, with the defaults documented in the README.
+
+use serde::{Deserialize, Serialize};
+use weir_core::kafka::KafkaConfig;
+use weir_core::telemetry::TelemetryConfig;
+use weir_core::topics::Topics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitModeSetting {
+    /// Transactions when the broker has them, `ordered` otherwise.
+    Auto,
+    ExactlyOnce,
+    Ordered,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// Address of the health, readiness and metrics endpoints.
+    pub listen: String,
+    pub schema_registry_url: String,
+    pub group_id: String,
+    /// Stable name of this instance; `transactional.id` derives from it, so a
+    /// restarted instance fences its previous life and releases its open
+    /// transaction. Defaults to the host name.
+    pub instance_id: String,
+    pub commit_mode: CommitModeSetting,
+    pub commit_interval_ms: u64,
+    /// Most records taken into one transaction.
+    pub max_batch: usize,
+    pub window_size_ms: i64,
+    /// Equal to the size for tumbling windows; smaller for hopping windows.
+    pub window_advance_ms: i64,
+    pub out_of_orderness_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub dedup_horizon_ms: i64,
+    pub idle_partition_timeout_ms: u64,
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9102".into(),
+            schema_registry_url: "http://127.0.0.1:8081".into(),
+            group_id: "weir-processor".into(),
+            instance_id: std::env::var("HOSTNAME").unwrap_or_else(|_| "processor-0".into()),
+            commit_mode: CommitModeSetting::Auto,
+            commit_interval_ms: 500,
+            max_batch: 5_000,
+            window_size_ms: 60_000,
+            window_advance_ms: 60_000,
+            out_of_orderness_ms: 5_000,
+            allowed_lateness_ms: 60_000,
+            dedup_horizon_ms: 24 * 3600 * 1000,
+            idle_partition_timeout_ms: 30_000,
+            kafka: KafkaConfig::default(),
+            topics: Topics::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl ProcessorConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.window_size_ms > 0, "window_size_ms must be positive");
+        anyhow::ensure!(
+            self.window_advance_ms > 0 && self.window_advance_ms <= self.window_size_ms,
+            "window_advance_ms must be in (0, window_size_ms]"
+        );
+        anyhow::ensure!(self.out_of_orderness_ms >= 0, "out_of_orderness_ms must be >= 0");
+        anyhow::ensure!(self.allowed_lateness_ms >= 0, "allowed_lateness_ms must be >= 0");
+        anyhow::ensure!(
+            self.dedup_horizon_ms > self.allowed_lateness_ms + self.window_size_ms,
+            "dedup_horizon_ms must exceed window_size_ms + allowed_lateness_ms, or duplicates of on-time events could be counted"
+        );
+        anyhow::ensure!(self.max_batch > 0, "max_batch must be positive");
+        anyhow::ensure!(!self.instance_id.is_empty(), "instance_id must not be empty");
+        Ok(())
+    }
+}

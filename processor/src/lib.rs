@@ -1,0 +1,16 @@
+//! weir processor: deduplicates raw events, assigns them to event-time windows
+//! under a watermark, dead-letters late ones, and emits window aggregates, all
+//! inside Kafka transactions (or in the `ordered` fallback).
+//!
+//! The pure core (`window`, `watermark`, `dedup`, `partition`, `changelog`)
+//! knows nothing of Kafka; the shell (`runtime`, `commit`, `restore`) does the I/O.
+
+pub mod changelog;
+pub mod config;
+pub mod restore;
+pub mod runtime;
+pub mod sink;
+pub mod dedup;
+pub mod partition;
+pub mod watermark;
+pub mod window;

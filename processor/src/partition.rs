@@ -1,0 +1,264 @@
+//! The state machine of one input partition: dedup, windows, watermark,
+//! lateness, and what must be emitted and logged at each commit.
+//!
+//! Everything here is a function of the partition's records in offset order,
+//! never of batch boundaries or wall time. That is what makes replays safe:
+//! an emission tagged with input offset `o` has the same content however
+//! often, and in whatever batches, offsets up to `o` are processed.
+
+use crate::dedup::{dedup_key, DedupStore};
+use crate::watermark::Watermark;
+use crate::window::{Window, WindowAssigner};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use weir_core::{Event, WindowAggregate};
+
+/// How the processor's time semantics are set.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeRules {
+    pub assigner: WindowAssigner,
+    pub out_of_orderness_ms: i64,
+    pub allowed_lateness_ms: i64,
+    pub dedup_horizon_ms: i64,
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counted; `window_start` is the first window it went into.
+    Accepted { window_start: i64 },
+    /// Seen before within the dedup horizon; dropped.
+    Duplicate,
+    /// Every window it belongs to is closed.
+    Late { watermark: i64 },
+}
+
+/// The dimensions one window row is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AggKey {
+    pub tenant: String,
+    pub name: String,
+    pub channel: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    pub count: i64,
+    pub users: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowState {
+    pub window: Window,
+    pub keys: BTreeMap<AggKey, KeyState>,
+}
+
+/// A changelog entry for the compacted state topic. `value: None` is a
+/// tombstone. `upto` is the last input offset the entry reflects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRecord {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+    pub upto: i64,
+}
+
+/// The values written under the state keys (see `changelog`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StateValue {
+    Meta { max_event_time: Option<i64> },
+    Dedup { max_event_time: i64, entries: Vec<(u128, i64)> },
+    Window(WindowState),
+}
+
+/// What a commit must write, drained from the state.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub aggregates: Vec<WindowAggregate>,
+    pub changelog: Vec<StateRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartitionState {
+    pub(crate) partition: i32,
+    pub(crate) rules: TimeRules,
+    pub(crate) watermark: Watermark,
+    pub(crate) dedup: DedupStore,
+    pub(crate) windows: BTreeMap<i64, WindowState>,
+    /// Dedup segments already in the changelog: first offset → max event time.
+    pub(crate) segments: BTreeMap<i64, i64>,
+    pub(crate) last_offset: Option<i64>,
+    dirty: BTreeSet<i64>,
+    closed: Vec<i64>,
+    finals: Vec<WindowAggregate>,
+    pending_dedup: Vec<(u128, i64)>,
+    pending_from: Option<i64>,
+    meta_dirty: bool,
+}
+
+impl PartitionState {
+    pub fn new(partition: i32, rules: TimeRules) -> Self {
+        Self {
+            partition,
+            rules,
+            watermark: Watermark::new(rules.out_of_orderness_ms),
+            dedup: DedupStore::new(),
+            windows: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            last_offset: None,
+            dirty: BTreeSet::new(),
+            closed: Vec::new(),
+            finals: Vec::new(),
+            pending_dedup: Vec::new(),
+            pending_from: None,
+            meta_dirty: false,
+        }
+    }
+
+    pub fn watermark(&self) -> i64 {
+        self.watermark.current()
+    }
+
+    pub fn last_offset(&self) -> Option<i64> {
+        self.last_offset
+    }
+
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.len()
+    }
+
+    pub fn dedup_heap_bytes(&self) -> usize {
+        self.dedup.heap_bytes()
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Processes the event at `offset`. Offsets must increase.
+    pub fn process(&mut self, offset: i64, event: &Event) -> Verdict {
+        debug_assert!(self.last_offset.is_none_or(|o| offset > o));
+        self.last_offset = Some(offset);
+        self.meta_dirty = true;
+        let ts = event.timestamp;
+        let key = dedup_key(&event.tenant, &event.event_id);
+        if !self.dedup.insert(key, ts) {
+            return Verdict::Duplicate;
+        }
+        self.pending_from.get_or_insert(offset);
+        self.pending_dedup.push((key, ts));
+
+        let wm = self.watermark.current();
+        let lateness = self.rules.allowed_lateness_ms;
+        let open: Vec<Window> = self
+            .rules
+            .assigner
+            .assign(ts)
+            .filter(|w| w.end.saturating_add(lateness) > wm)
+            .collect();
+        let Some(first) = open.first().copied() else {
+            return Verdict::Late { watermark: wm };
+        };
+        let agg_key = AggKey {
+            tenant: event.tenant.clone(),
+            name: event.name.clone(),
+            channel: event.channel.clone().unwrap_or_default(),
+        };
+        for w in open {
+            let state = self
+                .windows
+                .entry(w.start)
+                .or_insert_with(|| WindowState { window: w, keys: BTreeMap::new() });
+            let ks = state.keys.entry(agg_key.clone()).or_default();
+            ks.count += 1;
+            if let Some(u) = event.user_key() {
+                ks.users.insert(u.to_string());
+            }
+            self.dirty.insert(w.start);
+        }
+        self.watermark.observe(ts);
+        self.close_ready(offset);
+        Verdict::Accepted { window_start: first.start }
+    }
+
+    /// Closes every window the watermark has passed by more than the allowed
+    /// lateness, emitting its final rows at version `offset`.
+    fn close_ready(&mut self, offset: i64) {
+        let wm = self.watermark.current();
+        let lateness = self.rules.allowed_lateness_ms;
+        while let Some((&start, state)) = self.windows.first_key_value() {
+            if state.window.end.saturating_add(lateness) > wm {
+                break;
+            }
+            let state = self.windows.remove(&start).expect("present");
+            self.dirty.remove(&start);
+            self.closed.push(start);
+            self.finals.extend(rows(&state, self.partition, offset, true));
+        }
+    }
+
+    /// Takes what the next commit must write: window rows for every window
+    /// that changed or closed, and the state changes since the last drain.
+    pub fn drain(&mut self) -> Drained {
+        let mut out = Drained { aggregates: std::mem::take(&mut self.finals), changelog: vec![] };
+        let Some(upto) = self.last_offset else {
+            return out;
+        };
+        let record = |key: String, value: Option<StateValue>| StateRecord {
+            key,
+            value: value.map(|v| postcard::to_stdvec(&v).expect("state serialises")),
+            upto,
+        };
+        for start in std::mem::take(&mut self.dirty) {
+            let state = &self.windows[&start];
+            out.aggregates.extend(rows(state, self.partition, upto, false));
+            out.changelog.push(record(window_key(start), Some(StateValue::Window(state.clone()))));
+        }
+        for start in std::mem::take(&mut self.closed) {
+            out.changelog.push(record(window_key(start), None));
+        }
+        if let Some(from) = self.pending_from.take() {
+            let entries = std::mem::take(&mut self.pending_dedup);
+            let max_event_time = entries.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
+            self.segments.insert(from, max_event_time);
+            out.changelog.push(record(dedup_segment_key(from), Some(StateValue::Dedup { max_event_time, entries })));
+        }
+        // Forget ids beyond the horizon, and drop changelog segments that hold only such ids.
+        let cutoff = self.watermark.current().saturating_sub(self.rules.dedup_horizon_ms);
+        self.dedup.evict_before(cutoff);
+        let expired: Vec<i64> = self.segments.iter().filter(|(_, &max)| max < cutoff).map(|(&f, _)| f).collect();
+        for from in expired {
+            self.segments.remove(&from);
+            out.changelog.push(record(dedup_segment_key(from), None));
+        }
+        if std::mem::take(&mut self.meta_dirty) {
+            let meta = StateValue::Meta { max_event_time: self.watermark.max_event_time() };
+            out.changelog.push(record(META_KEY.to_string(), Some(meta)));
+        }
+        out
+    }
+}
+
+pub(crate) const META_KEY: &str = "meta";
+
+pub(crate) fn window_key(start: i64) -> String {
+    format!("win/{start}")
+}
+
+pub(crate) fn dedup_segment_key(from: i64) -> String {
+    format!("dedup/{from}")
+}
+
+fn rows(state: &WindowState, partition: i32, seq: i64, is_final: bool) -> impl Iterator<Item = WindowAggregate> + '_ {
+    state.keys.iter().map(move |(k, v)| WindowAggregate {
+        tenant: k.tenant.clone(),
+        name: k.name.clone(),
+        channel: k.channel.clone(),
+        window_start: state.window.start,
+        window_end: state.window.end,
+        input_partition: partition,
+        count: v.count,
+        users: v.users.iter().cloned().collect(),
+        emitted_seq: seq,
+        is_final,
+    })
+}

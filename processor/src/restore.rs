@@ -1,0 +1,60 @@
+//! Reads one partition of the `processor.state` changelog.
+//!
+//! It reads uncommitted records too and lets `changelog::restore` decide by
+//! their `upto` header: that never stalls behind a transaction left open by a
+//! crashed instance, and aborted records are filtered either way.
+
+use crate::partition::StateRecord;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+use weir_core::kafka::KafkaConfig;
+
+pub const UPTO_HEADER: &str = "weir-upto";
+
+/// Reads every record of `topic`/`partition` whose key starts with `prefix`.
+pub fn read_partition(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    prefix: &str,
+) -> anyhow::Result<Vec<StateRecord>> {
+    let consumer: BaseConsumer = kafka
+        .client_config(&[
+            ("group.id", "weir-processor-restore"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_uncommitted"),
+            ("enable.partition.eof", "false"),
+        ])
+        .create()?;
+    let timeout = Duration::from_secs(30);
+    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+    let mut out = vec![];
+    if high <= low {
+        return Ok(out);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut next = low;
+    while next < high {
+        anyhow::ensure!(Instant::now() < deadline, "restoring {topic}/{partition} timed out at offset {next} of {high}");
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let msg = msg?;
+        next = msg.offset() + 1;
+        let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
+        let Some(key) = key.strip_prefix(prefix) else { continue };
+        let upto = msg
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == UPTO_HEADER).and_then(|h| h.value))
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+        let Some(upto) = upto else {
+            tracing::warn!(topic, partition, offset = msg.offset(), "state record without {UPTO_HEADER}; skipped");
+            continue;
+        };
+        out.push(StateRecord { key: key.to_string(), value: msg.payload().map(|p| p.to_vec()), upto });
+    }
+    Ok(out)
+}

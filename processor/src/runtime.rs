@@ -1,0 +1,399 @@
+//! The processor's imperative shell: consume, run the pure core, produce,
+//! commit; restore a partition's state when it is assigned; rewind on error.
+//!
+//! One batch is one transaction (`exactly_once`) or one ordered flush. On any
+//! failure the batch is aborted, in-memory state dropped, and every assigned
+//! partition is re-read from its committed offset and changelog.
+
+use crate::changelog;
+use crate::config::{CommitModeSetting, ProcessorConfig};
+use crate::partition::{PartitionState, StateRecord, TimeRules, Verdict};
+use crate::restore::{self, UPTO_HEADER};
+use crate::sink::{Mode, OutRecord, OutputSink};
+use crate::watermark;
+use crate::window::WindowAssigner;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use weir_core::codec::{Codec, CodecError};
+use weir_core::ops::Readiness;
+use weir_core::topics::{ensure_topics, TopicSpec};
+
+/// Notes a revocation so the loop drops the batch and the revoked state.
+#[derive(Default)]
+pub struct RebalanceContext {
+    revoked: AtomicBool,
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+            self.revoked.store(true, Ordering::SeqCst);
+        }
+    }
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
+        }
+    }
+}
+
+struct Part {
+    state: PartitionState,
+    /// The next input offset to process.
+    next: i64,
+    last_input: Instant,
+    touched: bool,
+}
+
+pub struct Processor {
+    cfg: ProcessorConfig,
+    rules: TimeRules,
+    codec: Codec,
+    consumer: StreamConsumer<RebalanceContext>,
+    sink: OutputSink,
+    parts: HashMap<i32, Part>,
+    batch_len: usize,
+}
+
+impl Processor {
+    /// Creates topics, registers schemas, picks the commit mode and joins the group.
+    pub async fn build(cfg: ProcessorConfig) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let admin: AdminClient<DefaultClientContext> = cfg.kafka.client_config(&[]).create()?;
+        let t = &cfg.topics;
+        let n = cfg.kafka.partitions;
+        let outputs = [&t.raw, &t.clean, &t.aggregates, &t.late, &t.invalid]
+            .map(|name| TopicSpec { name, partitions: n, compacted: false });
+        ensure_topics(&admin, &outputs, cfg.kafka.replication).await?;
+        let consumer: StreamConsumer<RebalanceContext> = cfg
+            .kafka
+            .client_config(&[
+                ("group.id", &cfg.group_id),
+                ("enable.auto.commit", "false"),
+                ("isolation.level", "read_committed"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+            ])
+            .create_with_context(RebalanceContext::default())?;
+        // The changelog is partitioned like the input: state for input partition p lives in p.
+        let raw_partitions = partition_count(&consumer, &t.raw)?;
+        let state = [TopicSpec { name: &t.state, partitions: raw_partitions, compacted: true }];
+        ensure_topics(&admin, &state, cfg.kafka.replication).await?;
+        let state_partitions = partition_count(&consumer, &t.state)?;
+        anyhow::ensure!(
+            state_partitions >= raw_partitions,
+            "{} has {state_partitions} partitions but {} has {raw_partitions}; it needs at least as many",
+            t.state,
+            t.raw
+        );
+
+        let codec = Codec::new(&cfg.schema_registry_url, &t.raw, &t.aggregates)?;
+        codec.register().await?;
+        let sink = build_sink(&cfg).await?;
+        metrics::gauge!("weir_processor_exactly_once").set(if sink.mode() == Mode::ExactlyOnce { 1.0 } else { 0.0 });
+        consumer.subscribe(&[&t.raw])?;
+        let rules = TimeRules {
+            assigner: WindowAssigner::hopping(cfg.window_size_ms, cfg.window_advance_ms),
+            out_of_orderness_ms: cfg.out_of_orderness_ms,
+            allowed_lateness_ms: cfg.allowed_lateness_ms,
+            dedup_horizon_ms: cfg.dedup_horizon_ms,
+        };
+        Ok(Self { cfg, rules, codec, consumer, sink, parts: HashMap::new(), batch_len: 0 })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.sink.mode()
+    }
+
+    /// Runs until `shutdown`; commits the batch in hand before returning.
+    pub async fn run(mut self, ready: Readiness, shutdown: CancellationToken) -> anyhow::Result<()> {
+        ready.set(true);
+        let interval = Duration::from_millis(self.cfg.commit_interval_ms);
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.one_batch(interval, &shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "batch failed; aborting and rewinding to the last commit");
+                    metrics::counter!("weir_processor_aborts_total").increment(1);
+                    ready.set(false);
+                    if let Err(e) = self.rewind() {
+                        tracing::error!(error = %format!("{e:#}"), "rewind failed");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    ready.set(true);
+                }
+            }
+        }
+        ready.set(false);
+        self.sink.flush();
+        tracing::info!("processor stopped");
+        Ok(())
+    }
+
+    /// Reads until the commit interval ends, the batch is full or a rebalance
+    /// happens, then commits what was processed.
+    async fn one_batch(&mut self, interval: Duration, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + interval;
+        while self.batch_len < self.cfg.max_batch {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
+                    Err(_) => break,
+                    Ok(m) => m,
+                },
+            };
+            if self.consumer.context().revoked.swap(false, Ordering::SeqCst) {
+                // The batch may hold records of partitions we no longer own.
+                self.sink.abort()?;
+                self.parts.clear();
+                self.batch_len = 0;
+            }
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    continue;
+                }
+            };
+            // Detached so the borrow of the consumer ends before we use it again.
+            let msg = msg.detach();
+            self.handle(&msg).await?;
+        }
+        self.commit().await
+    }
+
+    async fn handle(&mut self, msg: &rdkafka::message::OwnedMessage) -> anyhow::Result<()> {
+        let p = msg.partition();
+        let offset = msg.offset();
+        if !self.parts.contains_key(&p) {
+            let part = self.restore(p).await?;
+            if offset != part.next {
+                tracing::info!(partition = p, at = offset, committed = part.next, "seeking to the committed offset");
+                self.consumer.seek(&self.cfg.topics.raw, p, Offset::Offset(part.next), Duration::from_secs(10))?;
+                self.parts.insert(p, part);
+                if offset != self.parts[&p].next {
+                    return Ok(());
+                }
+            } else {
+                self.parts.insert(p, part);
+            }
+        }
+        let part = self.parts.get_mut(&p).expect("restored above");
+        if offset < part.next {
+            return Ok(()); // already processed before a rewind
+        }
+        part.last_input = Instant::now();
+        match self.codec.decode_event(msg.payload()).await {
+            Ok(event) => {
+                let verdict = part.state.process(offset, &event);
+                part.next = offset + 1;
+                part.touched = true;
+                let key = event.event_id.as_bytes().to_vec();
+                let payload = msg.payload().map(<[u8]>::to_vec);
+                match verdict {
+                    Verdict::Accepted { window_start } => {
+                        metrics::counter!("weir_processor_events_total", "verdict" => "accepted").increment(1);
+                        let headers = OwnedHeaders::new().insert(header("weir-window-start", &window_start.to_string()));
+                        let topic = self.cfg.topics.clean.clone();
+                        self.sink.send_output(OutRecord { topic, partition: None, key, payload, headers }).await?;
+                    }
+                    Verdict::Duplicate => {
+                        metrics::counter!("weir_processor_events_total", "verdict" => "duplicate").increment(1);
+                    }
+                    Verdict::Late { watermark } => {
+                        metrics::counter!("weir_processor_events_total", "verdict" => "late").increment(1);
+                        let headers = OwnedHeaders::new()
+                            .insert(header("weir-reason", "later than the allowed lateness"))
+                            .insert(header("weir-watermark", &watermark.to_string()))
+                            .insert(header("weir-source", &format!("{}/{p}/{offset}", self.cfg.topics.raw)));
+                        let topic = self.cfg.topics.late.clone();
+                        self.sink.send_output(OutRecord { topic, partition: None, key, payload, headers }).await?;
+                    }
+                }
+            }
+            Err(CodecError::Invalid(reason)) => {
+                metrics::counter!("weir_processor_events_total", "verdict" => "invalid").increment(1);
+                tracing::warn!(partition = p, offset, %reason, "poison record sent to the invalid topic");
+                part.next = offset + 1;
+                part.touched = true;
+                let headers = OwnedHeaders::new()
+                    .insert(header("weir-error", &reason))
+                    .insert(header("weir-source", &format!("{}/{p}/{offset}", self.cfg.topics.raw)));
+                let out = OutRecord {
+                    topic: self.cfg.topics.invalid.clone(),
+                    partition: None,
+                    key: msg.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                    payload: msg.payload().map(<[u8]>::to_vec),
+                    headers,
+                };
+                self.sink.send_output(out).await?;
+            }
+            Err(e @ CodecError::Unavailable(_)) => return Err(e.into()),
+        }
+        self.batch_len += 1;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        if self.batch_len == 0 && !self.parts.values().any(|p| p.touched) {
+            self.export_gauges();
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        let topics = self.cfg.topics.clone();
+        let mut aggregates = vec![];
+        let mut state = vec![];
+        for (&p, part) in self.parts.iter_mut().filter(|(_, part)| part.touched) {
+            part.touched = false;
+            offsets.add_partition_offset(&topics.raw, p, Offset::Offset(part.next))?;
+            let drained = part.state.drain();
+            aggregates.extend(drained.aggregates);
+            state.extend(drained.changelog.into_iter().map(|r| (p, r)));
+        }
+        for agg in aggregates {
+            let payload = self.codec.encode_aggregate(&agg).await?;
+            let key = format!("{}/{}/{}/{}", agg.tenant, agg.name, agg.channel, agg.window_start).into_bytes();
+            let headers = OwnedHeaders::new();
+            self.sink
+                .send_output(OutRecord { topic: topics.aggregates.clone(), partition: None, key, payload: Some(payload), headers })
+                .await?;
+        }
+        for (p, r) in state {
+            self.sink.send_state(state_record(&topics.state, p, r)).await?;
+        }
+        self.sink.commit(&self.consumer, &offsets).await?;
+        self.batch_len = 0;
+        metrics::counter!("weir_processor_commits_total").increment(1);
+        metrics::histogram!("weir_processor_commit_seconds").record(started.elapsed().as_secs_f64());
+        self.export_gauges();
+        Ok(())
+    }
+
+    fn export_gauges(&self) {
+        let now = Instant::now();
+        let idle = Duration::from_millis(self.cfg.idle_partition_timeout_ms);
+        if let Some(wm) = watermark::combined(self.parts.values().map(|p| (p.state.watermark(), p.last_input)), now, idle) {
+            metrics::gauge!("weir_processor_watermark_ms").set(wm as f64);
+        }
+        let keys: usize = self.parts.values().map(|p| p.state.dedup_len()).sum();
+        let bytes: usize = self.parts.values().map(|p| p.state.dedup_heap_bytes()).sum();
+        let windows: usize = self.parts.values().map(|p| p.state.open_windows()).sum();
+        metrics::gauge!("weir_processor_dedup_keys").set(keys as f64);
+        metrics::gauge!("weir_processor_dedup_bytes").set(bytes as f64);
+        metrics::gauge!("weir_processor_open_windows").set(windows as f64);
+    }
+
+    /// Loads partition `p` as of its committed offset.
+    async fn restore(&self, p: i32) -> anyhow::Result<Part> {
+        let started = Instant::now();
+        let committed = self.committed_offset(p)?;
+        let kafka = self.cfg.kafka.clone();
+        let topic = self.cfg.topics.state.clone();
+        let prefix = format!("{p}/");
+        let records = tokio::task::spawn_blocking(move || restore::read_partition(&kafka, &topic, p, &prefix)).await??;
+        let n = records.len();
+        let state = changelog::restore(p, self.rules, records, committed)?;
+        let next = match committed {
+            Some(c) => c,
+            None => self.consumer.fetch_watermarks(&self.cfg.topics.raw, p, Duration::from_secs(10))?.0,
+        };
+        let secs = started.elapsed().as_secs_f64();
+        metrics::histogram!("weir_processor_restore_seconds").record(secs);
+        tracing::info!(partition = p, committed = ?committed, changelog_records = n, dedup_keys = state.dedup_len(), open_windows = state.open_windows(), seconds = secs, "partition state restored");
+        Ok(Part { state, next, last_input: Instant::now(), touched: false })
+    }
+
+    fn committed_offset(&self, p: i32) -> anyhow::Result<Option<i64>> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.cfg.topics.raw, p);
+        let got = tokio::task::block_in_place(|| self.consumer.committed_offsets(tpl, Duration::from_secs(10)))?;
+        Ok(got.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }))
+    }
+
+    /// Aborts the batch and positions every assigned partition at its
+    /// committed offset; state is restored again on the next record.
+    fn rewind(&mut self) -> anyhow::Result<()> {
+        self.batch_len = 0;
+        let parts: Vec<i32> = self.parts.drain().map(|(p, _)| p).collect();
+        self.sink.abort()?;
+        for p in parts {
+            let offset = match self.committed_offset(p)? {
+                Some(o) => Offset::Offset(o),
+                None => Offset::Beginning,
+            };
+            if let Err(e) = self.consumer.seek(&self.cfg.topics.raw, p, offset, Duration::from_secs(10)) {
+                tracing::warn!(partition = p, error = %e, "seek failed; the partition restarts from its committed offset on the next assignment");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header { key, value: Some(value) }
+}
+
+fn state_record(topic: &str, p: i32, r: StateRecord) -> OutRecord {
+    OutRecord {
+        topic: topic.to_string(),
+        partition: Some(p),
+        key: format!("{p}/{}", r.key).into_bytes(),
+        payload: r.value,
+        headers: OwnedHeaders::new().insert(header(UPTO_HEADER, &r.upto.to_string())),
+    }
+}
+
+fn partition_count<C: ConsumerContext>(consumer: &StreamConsumer<C>, topic: &str) -> anyhow::Result<i32> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let n = md.topics().first().map_or(0, |t| t.partitions().len());
+    anyhow::ensure!(n > 0, "topic {topic} has no partitions");
+    Ok(n as i32)
+}
+
+/// Picks the commit mode: a transactional producer when the broker accepts
+/// `init_transactions`, else `ordered` (unless `exactly_once` was required).
+async fn build_sink(cfg: &ProcessorConfig) -> anyhow::Result<OutputSink> {
+    let base = [("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("compression.type", "lz4")];
+    if cfg.commit_mode != CommitModeSetting::Ordered {
+        let txn_id = format!("weir-processor-{}", cfg.instance_id);
+        let mut props = base.to_vec();
+        props.extend([("transactional.id", txn_id.as_str()), ("transaction.timeout.ms", "60000")]);
+        let producer: FutureProducer = cfg.kafka.client_config(&props).create()?;
+        match tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(30))) {
+            Ok(()) => {
+                tracing::info!(mode = "exactly_once", transactional_id = %txn_id, "commit mode chosen: Kafka transactions");
+                return Ok(OutputSink::new(producer, Mode::ExactlyOnce));
+            }
+            Err(e) if cfg.commit_mode == CommitModeSetting::ExactlyOnce => {
+                anyhow::bail!("commit_mode = exactly_once, but the broker refused transactions ({e}); use commit_mode = ordered or auto on this broker")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the broker refused transactions; falling back to ordered commits");
+            }
+        }
+    }
+    let producer: FutureProducer = cfg.kafka.client_config(&base).create()?;
+    tracing::info!(mode = "ordered", "commit mode chosen: ordered flushes (outputs, then changelog, then offsets)");
+    Ok(OutputSink::new(producer, Mode::Ordered))
+}
+

@@ -1,0 +1,160 @@
+//! Where the processor's output goes, under one of two commit modes.
+//!
+//! - `exactly_once`: every batch is one Kafka transaction holding the
+//!   outputs, the state changelog and the input offsets
+//!   (`send_offsets_to_transaction` with the group metadata, EOS v2).
+//! - `ordered`: for brokers without transactions. Outputs are flushed, then
+//!   the changelog, then the offsets are committed, so state is never ahead
+//!   of what downstream has, and a replay re-emits identical records.
+
+use rdkafka::consumer::{CommitMode as KafkaCommit, Consumer};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::error::KafkaError;
+use rdkafka::TopicPartitionList;
+use std::time::Duration;
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ExactlyOnce,
+    Ordered,
+}
+
+impl Mode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Mode::ExactlyOnce => "exactly_once",
+            Mode::Ordered => "ordered",
+        }
+    }
+}
+
+/// One record to produce.
+pub struct OutRecord {
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub key: Vec<u8>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: OwnedHeaders,
+}
+
+pub struct OutputSink {
+    producer: FutureProducer,
+    mode: Mode,
+    in_txn: bool,
+    outputs: Vec<rdkafka::producer::DeliveryFuture>,
+    deferred_state: Vec<OutRecord>,
+}
+
+impl OutputSink {
+    pub fn new(producer: FutureProducer, mode: Mode) -> Self {
+        Self { producer, mode, in_txn: false, outputs: vec![], deferred_state: vec![] }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn begin(&mut self) -> anyhow::Result<()> {
+        if self.mode == Mode::ExactlyOnce && !self.in_txn {
+            self.producer.begin_transaction()?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Queues an output record (clean, late, invalid, aggregate).
+    pub async fn send_output(&mut self, r: OutRecord) -> anyhow::Result<()> {
+        self.begin()?;
+        let f = self.enqueue(&r).await?;
+        self.outputs.push(f);
+        Ok(())
+    }
+
+    /// Queues a changelog record. In `ordered` mode it waits until the
+    /// outputs of the same batch are acknowledged.
+    pub async fn send_state(&mut self, r: OutRecord) -> anyhow::Result<()> {
+        self.begin()?;
+        match self.mode {
+            Mode::ExactlyOnce => {
+                self.enqueue(&r).await?;
+            }
+            Mode::Ordered => self.deferred_state.push(r),
+        }
+        Ok(())
+    }
+
+    async fn enqueue(&self, r: &OutRecord) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+        loop {
+            let mut rec = FutureRecord::to(&r.topic).key(&r.key).headers(r.headers.clone());
+            if let Some(p) = &r.payload {
+                rec = rec.payload(p);
+            }
+            if let Some(p) = r.partition {
+                rec = rec.partition(p);
+            }
+            match self.producer.send_result(rec) {
+                Ok(f) => return Ok(f),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Makes the batch durable together with the input `offsets`.
+    pub async fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &C,
+        offsets: &TopicPartitionList,
+    ) -> anyhow::Result<()> {
+        match self.mode {
+            Mode::ExactlyOnce => {
+                self.begin()?;
+                let meta = consumer
+                    .group_metadata()
+                    .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+                tokio::task::block_in_place(|| {
+                    self.producer.send_offsets_to_transaction(offsets, &meta, TXN_TIMEOUT)?;
+                    self.producer.commit_transaction(TXN_TIMEOUT)
+                })?;
+                self.in_txn = false;
+                self.outputs.clear();
+            }
+            Mode::Ordered => {
+                for f in self.outputs.drain(..) {
+                    f.await?.map_err(|(e, _)| e)?;
+                }
+                let mut states = vec![];
+                for r in std::mem::take(&mut self.deferred_state) {
+                    states.push(self.enqueue(&r).await?);
+                }
+                for f in states {
+                    f.await?.map_err(|(e, _)| e)?;
+                }
+                tokio::task::block_in_place(|| consumer.commit(offsets, KafkaCommit::Sync))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the batch. In `exactly_once` mode its records are aborted.
+    pub fn abort(&mut self) -> anyhow::Result<()> {
+        self.outputs.clear();
+        self.deferred_state.clear();
+        if self.in_txn {
+            self.in_txn = false;
+            tokio::task::block_in_place(|| self.producer.abort_transaction(TXN_TIMEOUT))?;
+        }
+        Ok(())
+    }
+
+    /// Flushes whatever is queued (used at shutdown after a commit).
+    pub fn flush(&self) {
+        let _ = self.producer.flush(Duration::from_secs(10));
+    }
+}
