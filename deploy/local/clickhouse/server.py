@@ -76,7 +76,7 @@ def decompress_native(body):
             raise ClickHouseError(432, "Code: 432. DB::Exception: truncated compressed block. (UNKNOWN_CODEC)")
         if CityHash128 is not None:
             value = CityHash128(bytes(block))
-            expected = struct.pack("<QQ", value & 0xFFFFFFFFFFFFFFFF, value >> 64)
+            expected = struct.pack("<QQ", value >> 64, value & 0xFFFFFFFFFFFFFFFF)
             if expected != checksum:
                 raise ClickHouseError(40, "Code: 40. DB::Exception: Checksum doesn't match: corrupted data. (CHECKSUM_DOESNT_MATCH)")
         payload = block[9:]

@@ -32,7 +32,7 @@ def native_lz4(raw):
     compressed = lz4.block.compress(raw, store_size=False)
     block = bytes([0x82]) + struct.pack("<II", len(compressed) + 9, len(raw)) + compressed
     h = CityHash128(block)
-    return struct.pack("<QQ", h & 0xFFFFFFFFFFFFFFFF, h >> 64) + block
+    return struct.pack("<QQ", h >> 64, h & 0xFFFFFFFFFFFFFFFF) + block
 
 
 class ServerTest(unittest.TestCase):

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs the real parts of the local stack, idempotently, into a cache that
+# survives across runs: nisshi (Kafka protocol), rivven-schema (Schema
+# Registry), chdb (ClickHouse engine) and the build tools the workspace needs.
+# A second run skips what is already there.
+set -euo pipefail
+
+TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir/tools}"
+NISSHI_VERSION=0.7.0
+RIVVEN_VERSION=0.0.22
+PY_PACKAGES=(chdb-core==26.9.0 lz4==4.4.5 clickhouse-cityhash==1.0.2.6)
+
+log() { printf '[install] %s\n' "$*" >&2; }
+mkdir -p "$TOOLS/bin"
+
+# Debian packages: cmake and curl headers build librdkafka (rdkafka's cmake-build).
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need_apt+=(libcurl4-openssl-dev)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# Python side of the ClickHouse server.
+if ! python3 -c 'import chdb, lz4.frame, clickhouse_cityhash' 2>/dev/null; then
+  log "pip: ${PY_PACKAGES[*]}"
+  python3 -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+installed_version() { "$TOOLS/bin/$1" --version 2>/dev/null | awk '{print $2}'; }
+
+# nisshi: its locked dependencies need rustc >= 1.96, so it builds on nightly.
+if [ "$(installed_version nisshi)" != "$NISSHI_VERSION" ]; then
+  log "building nisshi $NISSHI_VERSION (about 13 minutes on 2 cores)"
+  CARGO_TARGET_DIR="$TOOLS/target-nisshi" cargo +nightly install --locked --quiet nisshi \
+    --version "$NISSHI_VERSION" --no-default-features --features libsql --root "$TOOLS"
+  rm -rf "$TOOLS/target-nisshi"
+fi
+
+if [ "$(installed_version rivven-schema)" != "$RIVVEN_VERSION" ]; then
+  log "building rivven-schema $RIVVEN_VERSION"
+  CARGO_TARGET_DIR="$TOOLS/target-rivven" cargo install --locked --quiet rivven-schema \
+    --version "$RIVVEN_VERSION" --root "$TOOLS"
+  rm -rf "$TOOLS/target-rivven"
+fi
+
+log "tools ready in $TOOLS/bin"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Starts one real part of the local stack in the foreground, on loopback:
+#   part.sh kafka      PORT DATA_DIR
+#   part.sh registry   PORT
+#   part.sh clickhouse PORT DATA_DIR
+# It execs the server, so the caller's pid is the server's (kill -9 hits it).
+set -euo pipefail
+TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir/tools}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+part="$1" port="$2"
+case "$part" in
+  kafka)
+    mkdir -p "$3"
+    exec "$TOOLS/bin/nisshi" broker --silent \
+      --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "sqlite:///$(cd "$3" && pwd)/nisshi.db" --group-initial-rebalance-delay 0s ;;
+  registry)
+    exec "$TOOLS/bin/rivven-schema" serve --host 127.0.0.1 --port "$port" --log-level warn ;;
+  clickhouse)
+    exec python3 "$HERE/clickhouse/server.py" --host 127.0.0.1 --port "$port" --path "$3" ;;
+  *) echo "unknown part: $part (kafka, registry or clickhouse)" >&2; exit 2 ;;
+esac
