@@ -19,7 +19,9 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new().route("/v1/metrics", get(metrics)).with_state(state)
+    Router::new()
+        .route("/v1/metrics", get(metrics))
+        .with_state(state)
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,10 +56,24 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
     let mut errors = BTreeMap::new();
     let name = p.name.unwrap_or_default();
     if name.is_empty() {
-        errors.insert("name", "is required: an event name, or a prefix such as cart.*".to_string());
+        errors.insert(
+            "name",
+            "is required: an event name, or a prefix such as cart.*".to_string(),
+        );
     }
-    let from = p.from.as_deref().map(parse_time).unwrap_or(Ok(0)).map_err(|e| errors.insert("from", e)).ok();
-    let to = p.to.as_deref().map(parse_time).unwrap_or(Ok(i64::MAX / 2)).map_err(|e| errors.insert("to", e)).ok();
+    let from = p
+        .from
+        .as_deref()
+        .map(parse_time)
+        .unwrap_or(Ok(0))
+        .map_err(|e| errors.insert("from", e))
+        .ok();
+    let to =
+        p.to.as_deref()
+            .map(parse_time)
+            .unwrap_or(Ok(i64::MAX / 2))
+            .map_err(|e| errors.insert("to", e))
+            .ok();
     if let (Some(f), Some(t)) = (from, to) {
         if f >= t {
             errors.insert("to", "must be after from".into());
@@ -71,7 +87,11 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
         Some(prefix) => ("startsWith(name, {name:String})", format!("{prefix}.")),
         None => ("name = {name:String}", name.clone()),
     };
-    let tenant_filter = if p.tenant.is_some() { "AND tenant = {tenant:String}" } else { "" };
+    let tenant_filter = if p.tenant.is_some() {
+        "AND tenant = {tenant:String}"
+    } else {
+        ""
+    };
     let sql = format!(
         "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqCombined64Merge(users)) AS unique_users \
          FROM event_counts_1m FINAL \
@@ -79,7 +99,12 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
            AND window_start >= fromUnixTimestamp64Milli({{from:Int64}}, 'UTC') \
            AND window_start < fromUnixTimestamp64Milli({{to:Int64}}, 'UTC')"
     );
-    let mut q = state.client.query(&sql).param("name", &name_value).param("from", from).param("to", to);
+    let mut q = state
+        .client
+        .query(&sql)
+        .param("name", &name_value)
+        .param("from", from)
+        .param("to", to);
     if let Some(t) = &p.tenant {
         q = q.param("tenant", t);
     }
@@ -91,7 +116,11 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
         .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "metrics query failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": {"query": "ClickHouse is unavailable"}}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": {"query": "ClickHouse is unavailable"}})),
+            )
+                .into_response()
         }
     }
 }

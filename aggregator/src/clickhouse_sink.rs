@@ -40,8 +40,16 @@ impl EventRow {
         };
         Self {
             namespace: e.namespace().to_string(),
-            context: e.context.as_ref().map(|c| serde_json::to_string(c).unwrap_or_default()).unwrap_or_default(),
-            items: if e.items.is_empty() { String::new() } else { serde_json::to_string(&e.items).unwrap_or_default() },
+            context: e
+                .context
+                .as_ref()
+                .map(|c| serde_json::to_string(c).unwrap_or_default())
+                .unwrap_or_default(),
+            items: if e.items.is_empty() {
+                String::new()
+            } else {
+                serde_json::to_string(&e.items).unwrap_or_default()
+            },
             tenant: e.tenant,
             event_id: e.event_id,
             name: e.name,
@@ -101,11 +109,17 @@ pub struct ClickHouseSink {
 impl ClickHouseSink {
     /// Connects, creates the database and applies the migrations.
     pub async fn build(cfg: &ClickHouseConfig) -> anyhow::Result<Self> {
-        let base = Client::default().with_url(&cfg.url).with_user(&cfg.user).with_password(&cfg.password);
-        base.query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", cfg.database.replace('`', "")))
-            .execute()
-            .await
-            .map_err(|e| anyhow::anyhow!("ClickHouse at {} is not usable: {e}", cfg.url))?;
+        let base = Client::default()
+            .with_url(&cfg.url)
+            .with_user(&cfg.user)
+            .with_password(&cfg.password);
+        base.query(&format!(
+            "CREATE DATABASE IF NOT EXISTS `{}`",
+            cfg.database.replace('`', "")
+        ))
+        .execute()
+        .await
+        .map_err(|e| anyhow::anyhow!("ClickHouse at {} is not usable: {e}", cfg.url))?;
         let client = base.with_database(&cfg.database);
         migrations::apply(&client).await?;
         Ok(Self { client })
@@ -136,7 +150,10 @@ impl ClickHouseSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.client.insert::<AggregateRow>("event_counts_1m_in").await?;
+        let mut insert = self
+            .client
+            .insert::<AggregateRow>("event_counts_1m_in")
+            .await?;
         for r in rows {
             insert.write(r).await?;
         }

@@ -11,7 +11,10 @@ use weir_core::shutdown;
 use weir_core::telemetry::Telemetry;
 
 #[derive(Parser)]
-#[command(name = "aggregator", about = "weir aggregator: ClickHouse materialisation and the query API")]
+#[command(
+    name = "aggregator",
+    about = "weir aggregator: ClickHouse materialisation and the query API"
+)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
@@ -29,8 +32,10 @@ async fn main() -> anyhow::Result<()> {
     let ready = Readiness::default();
     let result = async {
         let sink = ClickHouseSink::build(&cfg.clickhouse).await?;
-        let app = api::router(api::ApiState { client: sink.client().clone() })
-            .merge(ops::router(ready.clone(), telemetry.metrics.clone()));
+        let app = api::router(api::ApiState {
+            client: sink.client().clone(),
+        })
+        .merge(ops::router(ready.clone(), telemetry.metrics.clone()));
         let http = tokio::spawn(ops::serve(cfg.listen.clone(), app, shutdown.clone()));
         let aggregator = Aggregator::build(cfg.clone(), sink).await?;
         let result = aggregator.run(ready, shutdown.clone()).await;

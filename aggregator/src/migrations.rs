@@ -7,8 +7,11 @@
 use clickhouse::Client;
 
 /// (version, name, sql), in order. Never edit a released migration: add one.
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "events_and_counts", include_str!("../migrations/0001_events_and_counts.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
+    1,
+    "events_and_counts",
+    include_str!("../migrations/0001_events_and_counts.sql"),
+)];
 
 pub async fn apply(client: &Client) -> anyhow::Result<()> {
     client
@@ -18,7 +21,10 @@ pub async fn apply(client: &Client) -> anyhow::Result<()> {
         )
         .execute()
         .await?;
-    let applied: Vec<u32> = client.query("SELECT version FROM schema_migrations FINAL").fetch_all().await?;
+    let applied: Vec<u32> = client
+        .query("SELECT version FROM schema_migrations FINAL")
+        .fetch_all()
+        .await?;
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
@@ -43,8 +49,16 @@ pub async fn apply(client: &Client) -> anyhow::Result<()> {
 
 /// Splits a file into statements on `;` at line ends, dropping comment lines.
 fn statements(sql: &str) -> Vec<String> {
-    let body: String = sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-    body.split(";\n").chain(std::iter::once("")).map(|s| s.trim().trim_end_matches(';').trim().to_string()).filter(|s| !s.is_empty()).collect()
+    let body: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.split(";\n")
+        .chain(std::iter::once(""))
+        .map(|s| s.trim().trim_end_matches(';').trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

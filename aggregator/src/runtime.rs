@@ -47,9 +47,18 @@ impl Aggregator {
                 ("enable.partition.eof", "false"),
             ])
             .create()?;
-        let codec = Codec::new(&cfg.schema_registry_url, &cfg.topics.raw, &cfg.topics.aggregates)?;
+        let codec = Codec::new(
+            &cfg.schema_registry_url,
+            &cfg.topics.raw,
+            &cfg.topics.aggregates,
+        )?;
         consumer.subscribe(&[&cfg.topics.clean, &cfg.topics.aggregates])?;
-        Ok(Self { cfg, consumer, codec, sink })
+        Ok(Self {
+            cfg,
+            consumer,
+            codec,
+            sink,
+        })
     }
 
     pub async fn run(self, ready: Readiness, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -82,16 +91,22 @@ impl Aggregator {
 
     async fn add(&self, batch: &mut Batch, msg: OwnedMessage, shutdown: &CancellationToken) {
         let topic = msg.topic().to_string();
-        batch.offsets.insert((topic.clone(), msg.partition()), msg.offset() + 1);
+        batch
+            .offsets
+            .insert((topic.clone(), msg.partition()), msg.offset() + 1);
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = if topic == self.cfg.topics.clean {
-                self.codec
-                    .decode_event(msg.payload())
-                    .await
-                    .map(|e| batch.events.push(EventRow::new(e, msg.partition(), msg.offset())))
+                self.codec.decode_event(msg.payload()).await.map(|e| {
+                    batch
+                        .events
+                        .push(EventRow::new(e, msg.partition(), msg.offset()))
+                })
             } else {
-                self.codec.decode_aggregate(msg.payload()).await.map(|a| batch.aggregates.push(a.into()))
+                self.codec
+                    .decode_aggregate(msg.payload())
+                    .await
+                    .map(|a| batch.aggregates.push(a.into()))
             };
             match result {
                 Ok(()) => return,
@@ -129,8 +144,10 @@ impl Aggregator {
             .await;
             match result {
                 Ok(()) => {
-                    metrics::histogram!("weir_aggregator_insert_seconds").record(started.elapsed().as_secs_f64());
-                    metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "events").increment(batch.events.len() as u64);
+                    metrics::histogram!("weir_aggregator_insert_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "events")
+                        .increment(batch.events.len() as u64);
                     metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "event_counts_1m").increment(batch.aggregates.len() as u64);
                     ready.set(true);
                     break;
@@ -155,7 +172,8 @@ impl Aggregator {
             }
         }
         // A failed commit (say, during a rebalance) is safe: the rows are re-read and replace themselves.
-        if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync)) {
+        if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync))
+        {
             tracing::warn!(error = %e, "offset commit failed; the batch will be re-read and re-inserted idempotently");
         }
     }

@@ -8,7 +8,9 @@ use crate::{Event, WindowAggregate};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
 use std::time::Duration;
 
 pub const EVENT_SCHEMA: &str = include_str!("../schemas/event.avsc");
@@ -50,7 +52,11 @@ pub struct Codec {
 impl Codec {
     /// `event_topic` and `aggregate_topic` name the subjects the two schemas
     /// are registered under.
-    pub fn new(registry_url: &str, event_topic: &str, aggregate_topic: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        registry_url: &str,
+        event_topic: &str,
+        aggregate_topic: &str,
+    ) -> anyhow::Result<Self> {
         let settings = SrSettings::new_builder(registry_url.to_string())
             .set_timeout(Duration::from_secs(10))
             .build()
@@ -78,7 +84,9 @@ impl Codec {
     /// Sets BACKWARD compatibility on both subjects and registers the schemas,
     /// so that an incompatible change fails at start-up, not on the first event.
     pub async fn register(&self) -> anyhow::Result<()> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
         for subject in [&self.event_subject, &self.aggregate_subject] {
             let name = subject.get_subject().map_err(|e| anyhow::anyhow!("{e}"))?;
             let url = format!("{}/config/{}", self.registry_url, name);
@@ -88,43 +96,68 @@ impl Codec {
                 .body(r#"{"compatibility":"BACKWARD"}"#)
                 .send()
                 .await
-                .map_err(|e| anyhow::anyhow!("schema registry at {} unreachable: {e}", self.registry_url))?;
-            anyhow::ensure!(resp.status().is_success(), "setting compatibility on {name}: HTTP {}", resp.status());
+                .map_err(|e| {
+                    anyhow::anyhow!("schema registry at {} unreachable: {e}", self.registry_url)
+                })?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "setting compatibility on {name}: HTTP {}",
+                resp.status()
+            );
         }
         self.encoder
-            .get_schema_and_id(&self.event_subject.get_subject()?, self.event_subject.clone())
+            .get_schema_and_id(
+                &self.event_subject.get_subject()?,
+                self.event_subject.clone(),
+            )
             .await
             .map_err(|e| anyhow::anyhow!("registering the event schema: {e}"))?;
         self.encoder
-            .get_schema_and_id(&self.aggregate_subject.get_subject()?, self.aggregate_subject.clone())
+            .get_schema_and_id(
+                &self.aggregate_subject.get_subject()?,
+                self.aggregate_subject.clone(),
+            )
             .await
             .map_err(|e| anyhow::anyhow!("registering the aggregate schema: {e}"))?;
         Ok(())
     }
 
     pub async fn encode_event(&self, event: &Event) -> Result<Vec<u8>, CodecError> {
-        Ok(self.encoder.encode_struct(event, &self.event_subject).await?)
+        Ok(self
+            .encoder
+            .encode_struct(event, &self.event_subject)
+            .await?)
     }
 
     pub async fn encode_aggregate(&self, agg: &WindowAggregate) -> Result<Vec<u8>, CodecError> {
-        Ok(self.encoder.encode_struct(agg, &self.aggregate_subject).await?)
+        Ok(self
+            .encoder
+            .encode_struct(agg, &self.aggregate_subject)
+            .await?)
     }
 
     pub async fn decode_event(&self, bytes: Option<&[u8]>) -> Result<Event, CodecError> {
         self.decode(bytes).await
     }
 
-    pub async fn decode_aggregate(&self, bytes: Option<&[u8]>) -> Result<WindowAggregate, CodecError> {
+    pub async fn decode_aggregate(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Result<WindowAggregate, CodecError> {
         self.decode(bytes).await
     }
 
-    async fn decode<T: serde::de::DeserializeOwned>(&self, bytes: Option<&[u8]>) -> Result<T, CodecError> {
+    async fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Result<T, CodecError> {
         if bytes.is_none_or(|b| b.is_empty()) {
             return Err(CodecError::Invalid("empty payload".into()));
         }
         let decoded = self.decoder.decode(bytes).await?;
-        apache_avro::from_value(&decoded.value)
-            .map_err(|e| CodecError::Invalid(format!("payload does not match the expected record: {e}")))
+        apache_avro::from_value(&decoded.value).map_err(|e| {
+            CodecError::Invalid(format!("payload does not match the expected record: {e}"))
+        })
     }
 }
 
@@ -159,10 +192,18 @@ mod tests {
             user_properties: Default::default(),
             context: Some(Context {
                 url: Some("https://x".into()),
-                device: Some(Device { os: Some("linux".into()), ..Default::default() }),
+                device: Some(Device {
+                    os: Some("linux".into()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
-            items: vec![Item { id: Some("sku".into()), price: Some(9.5), quantity: Some(2), ..Default::default() }],
+            items: vec![Item {
+                id: Some("sku".into()),
+                price: Some(9.5),
+                quantity: Some(2),
+                ..Default::default()
+            }],
             description: None,
         }
     }
@@ -171,7 +212,10 @@ mod tests {
     fn event_round_trips_through_its_schema() {
         let schema = Schema::parse_str(EVENT_SCHEMA).unwrap();
         let event = sample();
-        let value = apache_avro::to_value(&event).unwrap().resolve(&schema).unwrap();
+        let value = apache_avro::to_value(&event)
+            .unwrap()
+            .resolve(&schema)
+            .unwrap();
         let bytes = to_avro_datum(&schema, value).unwrap();
         let back = from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
         assert_eq!(apache_avro::from_value::<Event>(&back).unwrap(), event);
@@ -192,9 +236,15 @@ mod tests {
             emitted_seq: 42,
             is_final: true,
         };
-        let value = apache_avro::to_value(&agg).unwrap().resolve(&schema).unwrap();
+        let value = apache_avro::to_value(&agg)
+            .unwrap()
+            .resolve(&schema)
+            .unwrap();
         let bytes = to_avro_datum(&schema, value).unwrap();
         let back = from_avro_datum(&schema, &mut &bytes[..], None).unwrap();
-        assert_eq!(apache_avro::from_value::<WindowAggregate>(&back).unwrap(), agg);
+        assert_eq!(
+            apache_avro::from_value::<WindowAggregate>(&back).unwrap(),
+            agg
+        );
     }
 }

@@ -33,17 +33,41 @@ impl CommonArgs {
     pub fn load<T: Serialize + DeserializeOwned + Default>(&self) -> anyhow::Result<T> {
         let mut fig = Figment::from(Serialized::defaults(T::default()));
         if let Some(path) = &self.config {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("WEIR_").split("__").ignore(&["config"]));
+        // Only this stage's own top-level keys are read from the environment,
+        // so one environment can configure all three stages.
+        let known: Vec<String> = match toml::Value::try_from(T::default())? {
+            toml::Value::Table(t) => t.keys().cloned().collect(),
+            _ => vec![],
+        };
+        fig = fig.merge(Env::prefixed("WEIR_").split("__").filter(move |k| {
+            let k = k.as_str().to_ascii_lowercase();
+            let top = k
+                .split("__")
+                .next()
+                .unwrap_or_default()
+                .split('.')
+                .next()
+                .unwrap_or_default();
+            known.iter().any(|t| t == top)
+        }));
         for o in &self.overrides {
             let (k, v) = o
                 .split_once('=')
                 .ok_or_else(|| anyhow::anyhow!("--set takes KEY=VALUE, got {o:?}"))?;
             let value: toml::Value = v
                 .parse::<toml::Value>()
-                .or_else(|_| format!("v = {v}").parse::<toml::Table>().map(|t| t["v"].clone()))
+                .or_else(|_| {
+                    format!("v = {v}")
+                        .parse::<toml::Table>()
+                        .map(|t| t["v"].clone())
+                })
                 .unwrap_or_else(|_| toml::Value::String(v.to_string()));
             fig = fig.merge(Serialized::default(k, value));
         }
@@ -95,16 +119,34 @@ mod tests {
     }
     impl Default for Kafka {
         fn default() -> Self {
-            Self { brokers: "a:1".into(), partitions: 1, sasl_password: "hunter2".into() }
+            Self {
+                brokers: "a:1".into(),
+                partitions: 1,
+                sasl_password: "hunter2".into(),
+            }
         }
     }
 
     #[test]
     fn flags_override_defaults_and_parse_types() {
-        let args = CommonArgs::parse_from(["x", "--set", "kafka.partitions=8", "--set", "kafka.brokers=b:2"]);
+        let args = CommonArgs::parse_from([
+            "x",
+            "--set",
+            "kafka.partitions=8",
+            "--set",
+            "kafka.brokers=b:2",
+        ]);
         let cfg: Cfg = args.load().unwrap();
         assert_eq!(cfg.kafka.partitions, 8);
         assert_eq!(cfg.kafka.brokers, "b:2");
+    }
+
+    #[test]
+    fn env_keys_of_other_stages_are_ignored() {
+        std::env::set_var("WEIR_KAFKA__PARTITIONS", "6");
+        std::env::set_var("WEIR_CLICKHOUSE__URL", "http://elsewhere");
+        let cfg: Cfg = CommonArgs::parse_from(["x"]).load().unwrap();
+        assert_eq!(cfg.kafka.partitions, 6);
     }
 
     #[test]

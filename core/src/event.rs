@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 pub const SCHEMA_VERSION: i32 = 1;
 
 /// The channels an event may come from.
-pub const CHANNELS: &[&str] = &["web", "mobile", "desktop", "tv", "console", "server", "other"];
+pub const CHANNELS: &[&str] = &[
+    "web", "mobile", "desktop", "tv", "console", "server", "other",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

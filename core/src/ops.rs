@@ -35,7 +35,10 @@ pub fn router<S>(ready: Readiness, metrics: PrometheusHandle) -> Router<S> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|State(s): State<OpsState>| async move { s.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(s): State<OpsState>| async move { s.metrics.render() }),
+        )
         .with_state(OpsState { ready, metrics })
 }
 

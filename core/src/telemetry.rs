@@ -26,7 +26,11 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: "text".into(), log_level: "info".into(), otlp_endpoint: String::new() }
+        Self {
+            log_format: "text".into(),
+            log_level: "info".into(),
+            otlp_endpoint: String::new(),
+        }
     }
 }
 
@@ -38,11 +42,16 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn init(service: &'static str, cfg: &TelemetryConfig) -> anyhow::Result<Self> {
-        let filter = EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(&cfg.log_level))?;
+        let filter =
+            EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&cfg.log_level))?;
         let fmt = match cfg.log_format.as_str() {
-            "json" => tracing_subscriber::fmt::layer().json().flatten_event(true).boxed(),
-            "text" => tracing_subscriber::fmt::layer().boxed(),
+            "json" => tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .boxed(),
+            "text" => tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .boxed(),
             other => anyhow::bail!("telemetry.log_format must be text or json, got {other:?}"),
         };
         let tracer = if cfg.otlp_endpoint.is_empty() {
@@ -52,13 +61,24 @@ impl Telemetry {
                 .with_http()
                 .with_endpoint(&cfg.otlp_endpoint)
                 .build()?;
-            let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
-            Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
         };
         let otel = tracer
             .as_ref()
             .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
-        tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init()?;
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .with(otel)
+            .try_init()?;
         let metrics = PrometheusBuilder::new().install_recorder()?;
         Ok(Self { metrics, tracer })
     }

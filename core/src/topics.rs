@@ -1,5 +1,6 @@
 //! Topic names and their creation.
 
+use crate::kafka::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
@@ -41,11 +42,8 @@ pub struct TopicSpec<'a> {
 
 /// Creates the topics that do not exist yet. An existing topic is left as it
 /// is, whatever its partition count.
-pub async fn ensure_topics(
-    admin: &AdminClient<DefaultClientContext>,
-    specs: &[TopicSpec<'_>],
-    replication: i32,
-) -> anyhow::Result<()> {
+pub async fn ensure_topics(kafka: &KafkaConfig, specs: &[TopicSpec<'_>]) -> anyhow::Result<()> {
+    let replication = kafka.replication;
     let compact = [("cleanup.policy", "compact")];
     let new: Vec<NewTopic> = specs
         .iter()
@@ -58,8 +56,25 @@ pub async fn ensure_topics(
             }
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&new, &opts).await? {
+    // Stages and brokers start together under compose or Kubernetes, so the
+    // broker may not answer yet: retry for about two minutes before giving up.
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config(&[]).create()?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(5)));
+    let mut attempt = 0;
+    let results = loop {
+        attempt += 1;
+        match admin.create_topics(&new, &opts).await {
+            Ok(r) => break r,
+            Err(e) if attempt < 24 => {
+                tracing::warn!(error = %e, attempt, "creating topics failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => anyhow::bail!("cannot create topics after {attempt} attempts: {e}"),
+        }
+    };
+    for result in results {
         match result {
             Ok(name) => tracing::info!(topic = %name, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -41,7 +41,8 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>, extra: Valu
     if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
         b.extend(e);
     }
-    metrics::counter!("weir_ingest_rejected_requests_total", "code" => code.to_string()).increment(1);
+    metrics::counter!("weir_ingest_rejected_requests_total", "code" => code.to_string())
+        .increment(1);
     (status, Json(json!({ "error": body }))).into_response()
 }
 
@@ -58,25 +59,47 @@ async fn read_json(state: &ApiState, body: Body) -> Result<Value, Response> {
         error(
             StatusCode::BAD_REQUEST,
             "malformed_json",
-            format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()),
+            format!(
+                "malformed JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
             json!({"line": e.line(), "column": e.column()}),
         )
     })
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn publish_error(e: PublishError) -> Response {
     tracing::warn!(error = %e, "publish failed");
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), json!({}));
-    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+        json!({}),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     r
 }
 
 fn field_errors(errors: &[FieldError]) -> String {
-    errors.iter().map(|e| if e.field.is_empty() { e.message.clone() } else { format!("{}: {}", e.field, e.message) }).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(|e| {
+            if e.field.is_empty() {
+                e.message.clone()
+            } else {
+                format!("{}: {}", e.field, e.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 async fn single(State(state): State<Arc<ApiState>>, body: Body) -> Response {
@@ -87,13 +110,22 @@ async fn single(State(state): State<Arc<ApiState>>, body: Body) -> Response {
     let event = match to_event(&v, now_ms(), &state.tenant, &state.limits) {
         Ok(e) => e,
         Err(errors) => {
-            return error(StatusCode::BAD_REQUEST, "invalid_event", field_errors(&errors), json!({ "fields": errors }))
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_event",
+                field_errors(&errors),
+                json!({ "fields": errors }),
+            )
         }
     };
     if let Err(e) = state.publisher.publish(std::slice::from_ref(&event)).await {
         return publish_error(e);
     }
-    (StatusCode::ACCEPTED, Json(json!({"event_id": event.event_id}))).into_response()
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"event_id": event.event_id})),
+    )
+        .into_response()
 }
 
 async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
@@ -102,23 +134,44 @@ async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
         Err(r) => return r,
     };
     let list = match v {
-        Value::Object(mut o) if o.len() == 1 && o.contains_key("events") => o.remove("events").unwrap_or(Value::Null),
+        Value::Object(mut o) if o.len() == 1 && o.contains_key("events") => {
+            o.remove("events").unwrap_or(Value::Null)
+        }
         other @ Value::Array(_) => other,
         _ => {
-            return error(StatusCode::BAD_REQUEST, "invalid_batch", "a batch is {\"events\": [...]} or a JSON array", json!({}))
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_batch",
+                "a batch is {\"events\": [...]} or a JSON array",
+                json!({}),
+            )
         }
     };
     let Value::Array(items) = list else {
-        return error(StatusCode::BAD_REQUEST, "invalid_batch", "events must be an array", json!({}));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_batch",
+            "events must be an array",
+            json!({}),
+        );
     };
     if items.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "invalid_batch", "the batch holds no events", json!({}));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_batch",
+            "the batch holds no events",
+            json!({}),
+        );
     }
     if items.len() > state.max_batch_events {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "batch_too_large",
-            format!("a batch may hold at most {} events, got {}", state.max_batch_events, items.len()),
+            format!(
+                "a batch may hold at most {} events, got {}",
+                state.max_batch_events,
+                items.len()
+            ),
             json!({}),
         );
     }
@@ -128,17 +181,30 @@ async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
     for (index, item) in items.iter().enumerate() {
         match to_event(item, received_at, &state.tenant, &state.limits) {
             Ok(e) => accepted.push((index, e)),
-            Err(errors) => rejected.push(json!({"index": index, "message": field_errors(&errors), "fields": errors})),
+            Err(errors) => rejected
+                .push(json!({"index": index, "message": field_errors(&errors), "fields": errors})),
         }
     }
     metrics::counter!("weir_ingest_events_rejected_total").increment(rejected.len() as u64);
     if accepted.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "invalid_batch", "no event in the batch is valid", json!({ "rejected": rejected }));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_batch",
+            "no event in the batch is valid",
+            json!({ "rejected": rejected }),
+        );
     }
     let events: Vec<_> = accepted.iter().map(|(_, e)| e.clone()).collect();
     if let Err(e) = state.publisher.publish(&events).await {
         return publish_error(e);
     }
-    let accepted: Vec<Value> = accepted.iter().map(|(i, e)| json!({"index": i, "event_id": e.event_id})).collect();
-    (StatusCode::ACCEPTED, Json(json!({"accepted": accepted, "rejected": rejected}))).into_response()
+    let accepted: Vec<Value> = accepted
+        .iter()
+        .map(|(i, e)| json!({"index": i, "event_id": e.event_id}))
+        .collect();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": accepted, "rejected": rejected})),
+    )
+        .into_response()
 }

@@ -8,8 +8,6 @@ pub mod publisher;
 pub mod validate;
 
 use config::IngestConfig;
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +16,17 @@ use weir_core::topics::{ensure_topics, TopicSpec};
 
 /// Connects to Kafka and the registry and returns the API state.
 pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
-    let admin: AdminClient<DefaultClientContext> = cfg.kafka.client_config(&[]).create()?;
-    let raw = [TopicSpec { name: &cfg.topics.raw, partitions: cfg.kafka.partitions, compacted: false }];
-    ensure_topics(&admin, &raw, cfg.kafka.replication).await?;
-    let codec = Codec::new(&cfg.schema_registry_url, &cfg.topics.raw, &cfg.topics.aggregates)?;
+    let raw = [TopicSpec {
+        name: &cfg.topics.raw,
+        partitions: cfg.kafka.partitions,
+        compacted: false,
+    }];
+    ensure_topics(&cfg.kafka, &raw).await?;
+    let codec = Codec::new(
+        &cfg.schema_registry_url,
+        &cfg.topics.raw,
+        &cfg.topics.aggregates,
+    )?;
     codec.register().await?;
     let timeout = cfg.delivery_timeout_ms.to_string();
     let producer: FutureProducer = cfg

@@ -26,7 +26,8 @@ async fn main() -> anyhow::Result<()> {
     let ready = Readiness::default();
     let result = async {
         let state = weir_ingest::build(&cfg).await?;
-        let app = weir_ingest::http::router(state).merge(ops::router(ready.clone(), telemetry.metrics.clone()));
+        let app = weir_ingest::http::router(state)
+            .merge(ops::router(ready.clone(), telemetry.metrics.clone()));
         ready.set(true);
         // Graceful shutdown waits for in-flight requests, so every 2xx'd event is in Kafka.
         ops::serve(cfg.listen.clone(), app, shutdown.clone()).await

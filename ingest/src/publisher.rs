@@ -27,8 +27,18 @@ pub struct EventPublisher {
 }
 
 impl EventPublisher {
-    pub fn new(producer: FutureProducer, codec: Codec, topic: String, queue_timeout: Duration) -> Self {
-        Self { producer, codec, topic, queue_timeout }
+    pub fn new(
+        producer: FutureProducer,
+        codec: Codec,
+        topic: String,
+        queue_timeout: Duration,
+    ) -> Self {
+        Self {
+            producer,
+            codec,
+            topic,
+            queue_timeout,
+        }
     }
 
     pub async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
@@ -40,10 +50,15 @@ impl EventPublisher {
             })?);
         }
         let sends = events.iter().zip(&payloads).map(|(e, p)| {
-            let record = FutureRecord::to(&self.topic).key(e.event_id.as_bytes()).payload(p);
-            self.producer.send(record, Timeout::After(self.queue_timeout))
+            let record = FutureRecord::to(&self.topic)
+                .key(e.event_id.as_bytes())
+                .payload(p);
+            self.producer
+                .send(record, Timeout::After(self.queue_timeout))
         });
-        try_join_all(sends).await.map_err(|(e, _)| PublishError::Kafka(e.to_string()))?;
+        try_join_all(sends)
+            .await
+            .map_err(|(e, _)| PublishError::Kafka(e.to_string()))?;
         metrics::counter!("weir_ingest_events_published_total").increment(events.len() as u64);
         Ok(())
     }

@@ -6,7 +6,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use weir_core::event::{App, Context, Device, Event, Item, PropertyValue, CHANNELS, SCHEMA_VERSION};
+use weir_core::event::{
+    App, Context, Device, Event, Item, PropertyValue, CHANNELS, SCHEMA_VERSION,
+};
 
 /// Limits applied to each event; the defaults are the documented ones.
 #[derive(Debug, Clone)]
@@ -19,7 +21,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_future_skew_ms: 10 * 60 * 1000, max_string_bytes: 8 * 1024, max_properties: 256, max_items: 256 }
+        Self {
+            max_future_skew_ms: 10 * 60 * 1000,
+            max_string_bytes: 8 * 1024,
+            max_properties: 256,
+            max_items: 256,
+        }
     }
 }
 
@@ -30,8 +37,21 @@ pub struct FieldError {
 }
 
 const FIELDS: &[&str] = &[
-    "event_id", "name", "timestamp", "sent_at", "user_id", "anonymous_id", "session_id", "customer_id",
-    "channel", "service", "properties", "user_properties", "context", "items", "description",
+    "event_id",
+    "name",
+    "timestamp",
+    "sent_at",
+    "user_id",
+    "anonymous_id",
+    "session_id",
+    "customer_id",
+    "channel",
+    "service",
+    "properties",
+    "user_properties",
+    "context",
+    "items",
+    "description",
 ];
 
 struct Checker<'a> {
@@ -41,14 +61,26 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError { field: field.into(), message: message.into() });
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
-    fn string(&mut self, obj: &Map<String, Value>, field: &str, path: &str, max: usize) -> Option<String> {
+    fn string(
+        &mut self,
+        obj: &Map<String, Value>,
+        field: &str,
+        path: &str,
+        max: usize,
+    ) -> Option<String> {
         match obj.get(field) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.len() > max => {
-                self.err(path, format!("must be at most {max} bytes, got {}", s.len()));
+                self.err(
+                    path,
+                    format!("must be at most {max} bytes, got {}", s.len()),
+                );
                 None
             }
             Some(Value::String(s)) => Some(s.clone()),
@@ -88,9 +120,18 @@ impl Checker<'_> {
     }
 
     fn properties(&mut self, v: Option<&Value>, path: &str) -> BTreeMap<String, PropertyValue> {
-        let Some(obj) = self.object(v, path) else { return BTreeMap::new() };
+        let Some(obj) = self.object(v, path) else {
+            return BTreeMap::new();
+        };
         if obj.len() > self.limits.max_properties {
-            self.err(path, format!("must have at most {} entries, got {}", self.limits.max_properties, obj.len()));
+            self.err(
+                path,
+                format!(
+                    "must have at most {} entries, got {}",
+                    self.limits.max_properties,
+                    obj.len()
+                ),
+            );
             return BTreeMap::new();
         }
         let mut out = BTreeMap::new();
@@ -98,7 +139,10 @@ impl Checker<'_> {
             let p = format!("{path}.{k}");
             let value = match v {
                 Value::String(s) if s.len() > self.limits.max_string_bytes => {
-                    self.err(p, format!("must be at most {} bytes", self.limits.max_string_bytes));
+                    self.err(
+                        p,
+                        format!("must be at most {} bytes", self.limits.max_string_bytes),
+                    );
                     continue;
                 }
                 Value::String(s) => PropertyValue::String(s.clone()),
@@ -108,7 +152,10 @@ impl Checker<'_> {
                     None => PropertyValue::Double(n.as_f64().unwrap_or(f64::NAN)),
                 },
                 other => {
-                    self.err(p, format!("must be a string, number or boolean, got {}", kind(other)));
+                    self.err(
+                        p,
+                        format!("must be a string, number or boolean, got {}", kind(other)),
+                    );
                     continue;
                 }
             };
@@ -119,10 +166,21 @@ impl Checker<'_> {
 }
 
 /// Maps one client event. `received_at` is server time in epoch ms.
-pub fn to_event(v: &Value, received_at: i64, tenant: &str, limits: &Limits) -> Result<Event, Vec<FieldError>> {
-    let mut c = Checker { limits, errors: vec![] };
+pub fn to_event(
+    v: &Value,
+    received_at: i64,
+    tenant: &str,
+    limits: &Limits,
+) -> Result<Event, Vec<FieldError>> {
+    let mut c = Checker {
+        limits,
+        errors: vec![],
+    };
     let Value::Object(obj) = v else {
-        c.err("", format!("an event must be a JSON object, got {}", kind(v)));
+        c.err(
+            "",
+            format!("an event must be a JSON object, got {}", kind(v)),
+        );
         return Err(c.errors);
     };
     c.unknown(obj, FIELDS, "");
@@ -157,7 +215,14 @@ pub fn to_event(v: &Value, received_at: i64, tenant: &str, limits: &Limits) -> R
         timestamp += received_at - sent;
     }
     if timestamp > received_at + limits.max_future_skew_ms {
-        c.err("timestamp", format!("is {} s in the future; at most {} s is allowed", (timestamp - received_at) / 1000, limits.max_future_skew_ms / 1000));
+        c.err(
+            "timestamp",
+            format!(
+                "is {} s in the future; at most {} s is allowed",
+                (timestamp - received_at) / 1000,
+                limits.max_future_skew_ms / 1000
+            ),
+        );
     }
     let channel = c.string(obj, "channel", "channel", 32);
     if let Some(ch) = &channel {
@@ -166,9 +231,29 @@ pub fn to_event(v: &Value, received_at: i64, tenant: &str, limits: &Limits) -> R
         }
     }
     let context = c.object(obj.get("context"), "context").map(|ctx| {
-        c.unknown(ctx, &["url", "referrer", "ip", "user_agent", "locale", "device", "app"], "context.");
+        c.unknown(
+            ctx,
+            &[
+                "url",
+                "referrer",
+                "ip",
+                "user_agent",
+                "locale",
+                "device",
+                "app",
+            ],
+            "context.",
+        );
         let device = c.object(ctx.get("device"), "context.device").map(|d| {
-            let fields = ["category", "brand", "model", "os", "os_version", "browser", "browser_version"];
+            let fields = [
+                "category",
+                "brand",
+                "model",
+                "os",
+                "os_version",
+                "browser",
+                "browser_version",
+            ];
             c.unknown(d, &fields, "context.device.");
             let mut f = |k: &str| c.string(d, k, &format!("context.device.{k}"), 256);
             Device {
@@ -183,7 +268,10 @@ pub fn to_event(v: &Value, received_at: i64, tenant: &str, limits: &Limits) -> R
         });
         let app = c.object(ctx.get("app"), "context.app").map(|a| {
             c.unknown(a, &["id", "version"], "context.app.");
-            App { id: c.string(a, "id", "context.app.id", 256), version: c.string(a, "version", "context.app.version", 256) }
+            App {
+                id: c.string(a, "id", "context.app.id", 256),
+                version: c.string(a, "version", "context.app.version", 256),
+            }
         });
         Context {
             url: c.string(ctx, "url", "context.url", max),
@@ -198,7 +286,14 @@ pub fn to_event(v: &Value, received_at: i64, tenant: &str, limits: &Limits) -> R
     let items = match obj.get("items") {
         None | Some(Value::Null) => vec![],
         Some(Value::Array(a)) if a.len() > limits.max_items => {
-            c.err("items", format!("must have at most {} entries, got {}", limits.max_items, a.len()));
+            c.err(
+                "items",
+                format!(
+                    "must have at most {} entries, got {}",
+                    limits.max_items,
+                    a.len()
+                ),
+            );
             vec![]
         }
         Some(Value::Array(a)) => a
@@ -212,13 +307,18 @@ pub fn to_event(v: &Value, received_at: i64, tenant: &str, limits: &Limits) -> R
                     }
                     return None;
                 };
-                let fields = ["id", "name", "brand", "variant", "price", "quantity", "revenue", "currency"];
+                let fields = [
+                    "id", "name", "brand", "variant", "price", "quantity", "revenue", "currency",
+                ];
                 c.unknown(o, &fields, &format!("{p}."));
                 let quantity = match o.get("quantity") {
                     None | Some(Value::Null) => None,
                     Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
                     Some(other) => {
-                        c.err(format!("{p}.quantity"), format!("must be an integer, got {}", kind(other)));
+                        c.err(
+                            format!("{p}.quantity"),
+                            format!("must be an integer, got {}", kind(other)),
+                        );
                         None
                     }
                 };
@@ -273,11 +373,20 @@ fn check_name(name: &str) -> Result<(), String> {
     }
     let segments: Vec<&str> = name.split('.').collect();
     if segments.len() > 8 {
-        return Err(format!("must have at most 8 dot-separated levels, got {}", segments.len()));
+        return Err(format!(
+            "must have at most 8 dot-separated levels, got {}",
+            segments.len()
+        ));
     }
     for s in segments {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-            return Err(format!("segment {s:?} must be non-empty lowercase [a-z0-9_]"));
+        if s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!(
+                "segment {s:?} must be non-empty lowercase [a-z0-9_]"
+            ));
         }
     }
     Ok(())
@@ -294,15 +403,26 @@ fn time_field(c: &mut Checker<'_>, obj: &Map<String, Value>, field: &str) -> Opt
                 None
             }
         },
-        Some(Value::String(s)) => match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-            Ok(t) => Some((t.unix_timestamp_nanos() / 1_000_000) as i64),
-            Err(e) => {
-                c.err(field, format!("must be RFC 3339 or epoch milliseconds: {e}"));
-                None
+        Some(Value::String(s)) => {
+            match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+                Ok(t) => Some((t.unix_timestamp_nanos() / 1_000_000) as i64),
+                Err(e) => {
+                    c.err(
+                        field,
+                        format!("must be RFC 3339 or epoch milliseconds: {e}"),
+                    );
+                    None
+                }
             }
-        },
+        }
         Some(other) => {
-            c.err(field, format!("must be RFC 3339 text or epoch milliseconds, got {}", kind(other)));
+            c.err(
+                field,
+                format!(
+                    "must be RFC 3339 text or epoch milliseconds, got {}",
+                    kind(other)
+                ),
+            );
             None
         }
     }
@@ -356,7 +476,10 @@ mod tests {
         assert_eq!(e.timestamp, 1_700_000_000_000);
         assert_eq!(e.properties["qty"], PropertyValue::Long(2));
         assert_eq!(e.properties["price"], PropertyValue::Double(9.5));
-        assert_eq!(e.context.unwrap().device.unwrap().os.as_deref(), Some("ios"));
+        assert_eq!(
+            e.context.unwrap().device.unwrap().os.as_deref(),
+            Some("ios")
+        );
         assert_eq!(e.items[0].quantity, Some(2));
     }
 
@@ -365,20 +488,45 @@ mod tests {
         assert_eq!(fields(map(json!({"user_id": "u"}))), ["name"]);
         assert_eq!(fields(map(json!({"name": 5}))), ["name"]);
         assert_eq!(fields(map(json!({"name": "Cart.Add"}))), ["name"]);
-        assert_eq!(fields(map(json!({"name": "a.b", "user_id": 7}))), ["user_id"]);
-        assert_eq!(fields(map(json!({"name": "a", "channel": "fax"}))), ["channel"]);
-        assert_eq!(fields(map(json!({"name": "a", "colour": "red"}))), ["colour"]);
-        assert_eq!(fields(map(json!({"name": "a", "properties": {"x": {"y": 1}}}))), ["properties.x"]);
-        assert_eq!(fields(map(json!({"name": "a", "timestamp": "yesterday"}))), ["timestamp"]);
-        assert_eq!(fields(map(json!({"name": "a", "timestamp": NOW + 3_600_000}))), ["timestamp"]);
-        assert_eq!(fields(map(json!({"name": "a", "items": [{"quantity": 1.5}]}))), ["items[0].quantity"]);
-        assert_eq!(fields(map(json!({"name": "a", "event_id": "x".repeat(129)}))), ["event_id"]);
+        assert_eq!(
+            fields(map(json!({"name": "a.b", "user_id": 7}))),
+            ["user_id"]
+        );
+        assert_eq!(
+            fields(map(json!({"name": "a", "channel": "fax"}))),
+            ["channel"]
+        );
+        assert_eq!(
+            fields(map(json!({"name": "a", "colour": "red"}))),
+            ["colour"]
+        );
+        assert_eq!(
+            fields(map(json!({"name": "a", "properties": {"x": {"y": 1}}}))),
+            ["properties.x"]
+        );
+        assert_eq!(
+            fields(map(json!({"name": "a", "timestamp": "yesterday"}))),
+            ["timestamp"]
+        );
+        assert_eq!(
+            fields(map(json!({"name": "a", "timestamp": NOW + 3_600_000}))),
+            ["timestamp"]
+        );
+        assert_eq!(
+            fields(map(json!({"name": "a", "items": [{"quantity": 1.5}]}))),
+            ["items[0].quantity"]
+        );
+        assert_eq!(
+            fields(map(json!({"name": "a", "event_id": "x".repeat(129)}))),
+            ["event_id"]
+        );
     }
 
     #[test]
     fn sent_at_corrects_client_clock_skew() {
         // The client's clock is 10 s fast: it says it sent at NOW + 10 s.
-        let e = map(json!({"name": "a", "timestamp": NOW + 5_000, "sent_at": NOW + 10_000})).unwrap();
+        let e =
+            map(json!({"name": "a", "timestamp": NOW + 5_000, "sent_at": NOW + 10_000})).unwrap();
         assert_eq!(e.timestamp, NOW - 5_000);
     }
 }

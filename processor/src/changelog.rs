@@ -42,15 +42,23 @@ pub fn restore(
     let mut dedup = DedupStore::new();
     for (key, value) in latest {
         let Some(bytes) = value else { continue };
-        let value: StateValue = postcard::from_bytes(&bytes)
-            .map_err(|e| RestoreError { key: key.clone(), reason: e.to_string() })?;
+        let value: StateValue = postcard::from_bytes(&bytes).map_err(|e| RestoreError {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
         match value {
             StateValue::Meta { max_event_time: m } if key == META_KEY => max_event_time = m,
-            StateValue::Dedup { max_event_time: m, entries } => {
+            StateValue::Dedup {
+                max_event_time: m,
+                entries,
+            } => {
                 let from = key
                     .strip_prefix("dedup/")
                     .and_then(|f| f.parse().ok())
-                    .ok_or_else(|| RestoreError { key: key.clone(), reason: "bad dedup key".into() })?;
+                    .ok_or_else(|| RestoreError {
+                        key: key.clone(),
+                        reason: "bad dedup key".into(),
+                    })?;
                 state.segments.insert(from, m);
                 for (k, t) in entries {
                     dedup.insert(k, t);
@@ -60,12 +68,20 @@ pub fn restore(
                 state.windows.insert(w.window.start, w);
             }
             StateValue::Meta { .. } => {
-                return Err(RestoreError { key, reason: "meta value under a non-meta key".into() })
+                return Err(RestoreError {
+                    key,
+                    reason: "meta value under a non-meta key".into(),
+                })
             }
         }
     }
     state.watermark = Watermark::restored(rules.out_of_orderness_ms, max_event_time);
-    dedup.evict_before(state.watermark.current().saturating_sub(rules.dedup_horizon_ms));
+    dedup.evict_before(
+        state
+            .watermark
+            .current()
+            .saturating_sub(rules.dedup_horizon_ms),
+    );
     state.dedup = dedup;
     state.last_offset = (committed > 0).then(|| committed - 1);
     Ok(state)
@@ -92,7 +108,11 @@ mod tests {
     fn event(id: u32, ts: i64, user: u32) -> Event {
         Event {
             event_id: format!("e{id}"),
-            name: if id % 3 == 0 { "cart.add".into() } else { "page_view".into() },
+            name: if id % 3 == 0 {
+                "cart.add".into()
+            } else {
+                "page_view".into()
+            },
             timestamp: ts,
             received_at: ts,
             sent_at: None,
@@ -119,7 +139,11 @@ mod tests {
             v.into_iter()
                 .map(|(id, jitter, user, late)| {
                     t += 200;
-                    let ts = if late == 0 { t - 5_000 } else { t + jitter % 700 };
+                    let ts = if late == 0 {
+                        t - 5_000
+                    } else {
+                        t + jitter % 700
+                    };
                     event(id, ts, user)
                 })
                 .collect()
@@ -127,7 +151,9 @@ mod tests {
     }
 
     /// What a replacing sink holds: per row key, the highest emitted_seq.
-    fn sink(rows: impl IntoIterator<Item = WindowAggregate>) -> BTreeMap<(String, i64), WindowAggregate> {
+    fn sink(
+        rows: impl IntoIterator<Item = WindowAggregate>,
+    ) -> BTreeMap<(String, i64), WindowAggregate> {
         let mut out: BTreeMap<(String, i64), WindowAggregate> = BTreeMap::new();
         for r in rows {
             let k = (r.name.clone(), r.window_start);
@@ -214,13 +240,26 @@ mod tests {
     #[test]
     fn late_event_goes_late_and_in_lateness_reemits() {
         let mut s = PartitionState::new(0, rules());
-        assert!(matches!(s.process(0, &event(1, 1_100, 1)), Verdict::Accepted { window_start: 1_000 }));
+        assert!(matches!(
+            s.process(0, &event(1, 1_100, 1)),
+            Verdict::Accepted {
+                window_start: 1_000
+            }
+        ));
         // watermark 3_000 - 500 = 2_500: window [1000,2000) is within lateness (2000 + 1000 > 2500)
         s.process(1, &event(2, 3_000, 1));
-        assert!(matches!(s.process(2, &event(3, 1_500, 2)), Verdict::Accepted { window_start: 1_000 }));
+        assert!(matches!(
+            s.process(2, &event(3, 1_500, 2)),
+            Verdict::Accepted {
+                window_start: 1_000
+            }
+        ));
         // watermark 4_000 - 500 = 3_500 closes [1000,2000)
         s.process(3, &event(4, 4_000, 1));
-        assert!(matches!(s.process(4, &event(5, 1_200, 3)), Verdict::Late { watermark: 3_500 }));
+        assert!(matches!(
+            s.process(4, &event(5, 1_200, 3)),
+            Verdict::Late { watermark: 3_500 }
+        ));
         let rows = s.drain().aggregates;
         let w1: Vec<_> = rows.iter().filter(|r| r.window_start == 1_000).collect();
         assert!(!w1.is_empty() && w1.iter().all(|r| r.is_final && r.emitted_seq == 3));

@@ -71,14 +71,23 @@ impl ProcessorConfig {
             self.window_advance_ms > 0 && self.window_advance_ms <= self.window_size_ms,
             "window_advance_ms must be in (0, window_size_ms]"
         );
-        anyhow::ensure!(self.out_of_orderness_ms >= 0, "out_of_orderness_ms must be >= 0");
-        anyhow::ensure!(self.allowed_lateness_ms >= 0, "allowed_lateness_ms must be >= 0");
+        anyhow::ensure!(
+            self.out_of_orderness_ms >= 0,
+            "out_of_orderness_ms must be >= 0"
+        );
+        anyhow::ensure!(
+            self.allowed_lateness_ms >= 0,
+            "allowed_lateness_ms must be >= 0"
+        );
         anyhow::ensure!(
             self.dedup_horizon_ms > self.allowed_lateness_ms + self.window_size_ms,
             "dedup_horizon_ms must exceed window_size_ms + allowed_lateness_ms, or duplicates of on-time events could be counted"
         );
         anyhow::ensure!(self.max_batch > 0, "max_batch must be positive");
-        anyhow::ensure!(!self.instance_id.is_empty(), "instance_id must not be empty");
+        anyhow::ensure!(
+            !self.instance_id.is_empty(),
+            "instance_id must not be empty"
+        );
         Ok(())
     }
 }

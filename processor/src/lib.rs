@@ -7,10 +7,10 @@
 
 pub mod changelog;
 pub mod config;
+pub mod dedup;
+pub mod partition;
 pub mod restore;
 pub mod runtime;
 pub mod sink;
-pub mod dedup;
-pub mod partition;
 pub mod watermark;
 pub mod window;

@@ -9,7 +9,10 @@ use weir_processor::config::ProcessorConfig;
 use weir_processor::runtime::Processor;
 
 #[derive(Parser)]
-#[command(name = "processor", about = "weir processor: dedup, event-time windows and exactly-once output")]
+#[command(
+    name = "processor",
+    about = "weir processor: dedup, event-time windows and exactly-once output"
+)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,

@@ -65,8 +65,13 @@ pub struct StateRecord {
 /// The values written under the state keys (see `changelog`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StateValue {
-    Meta { max_event_time: Option<i64> },
-    Dedup { max_event_time: i64, entries: Vec<(u128, i64)> },
+    Meta {
+        max_event_time: Option<i64>,
+    },
+    Dedup {
+        max_event_time: i64,
+        entries: Vec<(u128, i64)>,
+    },
     Window(WindowState),
 }
 
@@ -164,10 +169,10 @@ impl PartitionState {
             channel: event.channel.clone().unwrap_or_default(),
         };
         for w in open {
-            let state = self
-                .windows
-                .entry(w.start)
-                .or_insert_with(|| WindowState { window: w, keys: BTreeMap::new() });
+            let state = self.windows.entry(w.start).or_insert_with(|| WindowState {
+                window: w,
+                keys: BTreeMap::new(),
+            });
             let ks = state.keys.entry(agg_key.clone()).or_default();
             ks.count += 1;
             if let Some(u) = event.user_key() {
@@ -177,7 +182,9 @@ impl PartitionState {
         }
         self.watermark.observe(ts);
         self.close_ready(offset);
-        Verdict::Accepted { window_start: first.start }
+        Verdict::Accepted {
+            window_start: first.start,
+        }
     }
 
     /// Closes every window the watermark has passed by more than the allowed
@@ -192,14 +199,18 @@ impl PartitionState {
             let state = self.windows.remove(&start).expect("present");
             self.dirty.remove(&start);
             self.closed.push(start);
-            self.finals.extend(rows(&state, self.partition, offset, true));
+            self.finals
+                .extend(rows(&state, self.partition, offset, true));
         }
     }
 
     /// Takes what the next commit must write: window rows for every window
     /// that changed or closed, and the state changes since the last drain.
     pub fn drain(&mut self) -> Drained {
-        let mut out = Drained { aggregates: std::mem::take(&mut self.finals), changelog: vec![] };
+        let mut out = Drained {
+            aggregates: std::mem::take(&mut self.finals),
+            changelog: vec![],
+        };
         let Some(upto) = self.last_offset else {
             return out;
         };
@@ -210,8 +221,12 @@ impl PartitionState {
         };
         for start in std::mem::take(&mut self.dirty) {
             let state = &self.windows[&start];
-            out.aggregates.extend(rows(state, self.partition, upto, false));
-            out.changelog.push(record(window_key(start), Some(StateValue::Window(state.clone()))));
+            out.aggregates
+                .extend(rows(state, self.partition, upto, false));
+            out.changelog.push(record(
+                window_key(start),
+                Some(StateValue::Window(state.clone())),
+            ));
         }
         for start in std::mem::take(&mut self.closed) {
             out.changelog.push(record(window_key(start), None));
@@ -220,18 +235,34 @@ impl PartitionState {
             let entries = std::mem::take(&mut self.pending_dedup);
             let max_event_time = entries.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
             self.segments.insert(from, max_event_time);
-            out.changelog.push(record(dedup_segment_key(from), Some(StateValue::Dedup { max_event_time, entries })));
+            out.changelog.push(record(
+                dedup_segment_key(from),
+                Some(StateValue::Dedup {
+                    max_event_time,
+                    entries,
+                }),
+            ));
         }
         // Forget ids beyond the horizon, and drop changelog segments that hold only such ids.
-        let cutoff = self.watermark.current().saturating_sub(self.rules.dedup_horizon_ms);
+        let cutoff = self
+            .watermark
+            .current()
+            .saturating_sub(self.rules.dedup_horizon_ms);
         self.dedup.evict_before(cutoff);
-        let expired: Vec<i64> = self.segments.iter().filter(|(_, &max)| max < cutoff).map(|(&f, _)| f).collect();
+        let expired: Vec<i64> = self
+            .segments
+            .iter()
+            .filter(|(_, &max)| max < cutoff)
+            .map(|(&f, _)| f)
+            .collect();
         for from in expired {
             self.segments.remove(&from);
             out.changelog.push(record(dedup_segment_key(from), None));
         }
         if std::mem::take(&mut self.meta_dirty) {
-            let meta = StateValue::Meta { max_event_time: self.watermark.max_event_time() };
+            let meta = StateValue::Meta {
+                max_event_time: self.watermark.max_event_time(),
+            };
             out.changelog.push(record(META_KEY.to_string(), Some(meta)));
         }
         out
@@ -248,7 +279,12 @@ pub(crate) fn dedup_segment_key(from: i64) -> String {
     format!("dedup/{from}")
 }
 
-fn rows(state: &WindowState, partition: i32, seq: i64, is_final: bool) -> impl Iterator<Item = WindowAggregate> + '_ {
+fn rows(
+    state: &WindowState,
+    partition: i32,
+    seq: i64,
+    is_final: bool,
+) -> impl Iterator<Item = WindowAggregate> + '_ {
     state.keys.iter().map(move |(k, v)| WindowAggregate {
         tenant: k.tenant.clone(),
         name: k.name.clone(),

@@ -40,21 +40,43 @@ pub fn read_partition(
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut next = low;
     while next < high {
-        anyhow::ensure!(Instant::now() < deadline, "restoring {topic}/{partition} timed out at offset {next} of {high}");
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let msg = msg?;
-        next = msg.offset() + 1;
-        let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else { continue };
-        let Some(key) = key.strip_prefix(prefix) else { continue };
-        let upto = msg
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == UPTO_HEADER).and_then(|h| h.value))
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
-        let Some(upto) = upto else {
-            tracing::warn!(topic, partition, offset = msg.offset(), "state record without {UPTO_HEADER}; skipped");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "restoring {topic}/{partition} timed out at offset {next} of {high}"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        out.push(StateRecord { key: key.to_string(), value: msg.payload().map(|p| p.to_vec()), upto });
+        let msg = msg?;
+        next = msg.offset() + 1;
+        let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
+        let Some(key) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        let upto = msg
+            .headers()
+            .and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == UPTO_HEADER)
+                    .and_then(|h| h.value)
+            })
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+        let Some(upto) = upto else {
+            tracing::warn!(
+                topic,
+                partition,
+                offset = msg.offset(),
+                "state record without {UPTO_HEADER}; skipped"
+            );
+            continue;
+        };
+        out.push(StateRecord {
+            key: key.to_string(),
+            value: msg.payload().map(|p| p.to_vec()),
+            upto,
+        });
     }
     Ok(out)
 }

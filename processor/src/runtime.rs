@@ -12,8 +12,6 @@ use crate::restore::{self, UPTO_HEADER};
 use crate::sink::{Mode, OutRecord, OutputSink};
 use crate::watermark;
 use crate::window::WindowAssigner;
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, Producer};
@@ -70,12 +68,15 @@ impl Processor {
     /// Creates topics, registers schemas, picks the commit mode and joins the group.
     pub async fn build(cfg: ProcessorConfig) -> anyhow::Result<Self> {
         cfg.validate()?;
-        let admin: AdminClient<DefaultClientContext> = cfg.kafka.client_config(&[]).create()?;
         let t = &cfg.topics;
         let n = cfg.kafka.partitions;
-        let outputs = [&t.raw, &t.clean, &t.aggregates, &t.late, &t.invalid]
-            .map(|name| TopicSpec { name, partitions: n, compacted: false });
-        ensure_topics(&admin, &outputs, cfg.kafka.replication).await?;
+        let outputs =
+            [&t.raw, &t.clean, &t.aggregates, &t.late, &t.invalid].map(|name| TopicSpec {
+                name,
+                partitions: n,
+                compacted: false,
+            });
+        ensure_topics(&cfg.kafka, &outputs).await?;
         let consumer: StreamConsumer<RebalanceContext> = cfg
             .kafka
             .client_config(&[
@@ -88,8 +89,12 @@ impl Processor {
             .create_with_context(RebalanceContext::default())?;
         // The changelog is partitioned like the input: state for input partition p lives in p.
         let raw_partitions = partition_count(&consumer, &t.raw)?;
-        let state = [TopicSpec { name: &t.state, partitions: raw_partitions, compacted: true }];
-        ensure_topics(&admin, &state, cfg.kafka.replication).await?;
+        let state = [TopicSpec {
+            name: &t.state,
+            partitions: raw_partitions,
+            compacted: true,
+        }];
+        ensure_topics(&cfg.kafka, &state).await?;
         let state_partitions = partition_count(&consumer, &t.state)?;
         anyhow::ensure!(
             state_partitions >= raw_partitions,
@@ -101,7 +106,11 @@ impl Processor {
         let codec = Codec::new(&cfg.schema_registry_url, &t.raw, &t.aggregates)?;
         codec.register().await?;
         let sink = build_sink(&cfg).await?;
-        metrics::gauge!("weir_processor_exactly_once").set(if sink.mode() == Mode::ExactlyOnce { 1.0 } else { 0.0 });
+        metrics::gauge!("weir_processor_exactly_once").set(if sink.mode() == Mode::ExactlyOnce {
+            1.0
+        } else {
+            0.0
+        });
         consumer.subscribe(&[&t.raw])?;
         let rules = TimeRules {
             assigner: WindowAssigner::hopping(cfg.window_size_ms, cfg.window_advance_ms),
@@ -109,7 +118,15 @@ impl Processor {
             allowed_lateness_ms: cfg.allowed_lateness_ms,
             dedup_horizon_ms: cfg.dedup_horizon_ms,
         };
-        Ok(Self { cfg, rules, codec, consumer, sink, parts: HashMap::new(), batch_len: 0 })
+        Ok(Self {
+            cfg,
+            rules,
+            codec,
+            consumer,
+            sink,
+            parts: HashMap::new(),
+            batch_len: 0,
+        })
     }
 
     pub fn mode(&self) -> Mode {
@@ -117,7 +134,11 @@ impl Processor {
     }
 
     /// Runs until `shutdown`; commits the batch in hand before returning.
-    pub async fn run(mut self, ready: Readiness, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        ready: Readiness,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         ready.set(true);
         let interval = Duration::from_millis(self.cfg.commit_interval_ms);
         let mut backoff = Duration::from_millis(100);
@@ -148,7 +169,11 @@ impl Processor {
 
     /// Reads until the commit interval ends, the batch is full or a rebalance
     /// happens, then commits what was processed.
-    async fn one_batch(&mut self, interval: Duration, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn one_batch(
+        &mut self,
+        interval: Duration,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + interval;
         while self.batch_len < self.cfg.max_batch {
             let msg = tokio::select! {
@@ -158,7 +183,12 @@ impl Processor {
                     Ok(m) => m,
                 },
             };
-            if self.consumer.context().revoked.swap(false, Ordering::SeqCst) {
+            if self
+                .consumer
+                .context()
+                .revoked
+                .swap(false, Ordering::SeqCst)
+            {
                 // The batch may hold records of partitions we no longer own.
                 self.sink.abort()?;
                 self.parts.clear();
@@ -184,8 +214,18 @@ impl Processor {
         if !self.parts.contains_key(&p) {
             let part = self.restore(p).await?;
             if offset != part.next {
-                tracing::info!(partition = p, at = offset, committed = part.next, "seeking to the committed offset");
-                self.consumer.seek(&self.cfg.topics.raw, p, Offset::Offset(part.next), Duration::from_secs(10))?;
+                tracing::info!(
+                    partition = p,
+                    at = offset,
+                    committed = part.next,
+                    "seeking to the committed offset"
+                );
+                self.consumer.seek(
+                    &self.cfg.topics.raw,
+                    p,
+                    Offset::Offset(part.next),
+                    Duration::from_secs(10),
+                )?;
                 self.parts.insert(p, part);
                 if offset != self.parts[&p].next {
                     return Ok(());
@@ -208,33 +248,60 @@ impl Processor {
                 let payload = msg.payload().map(<[u8]>::to_vec);
                 match verdict {
                     Verdict::Accepted { window_start } => {
-                        metrics::counter!("weir_processor_events_total", "verdict" => "accepted").increment(1);
-                        let headers = OwnedHeaders::new().insert(header("weir-window-start", &window_start.to_string()));
+                        metrics::counter!("weir_processor_events_total", "verdict" => "accepted")
+                            .increment(1);
+                        let headers = OwnedHeaders::new()
+                            .insert(header("weir-window-start", &window_start.to_string()));
                         let topic = self.cfg.topics.clean.clone();
-                        self.sink.send_output(OutRecord { topic, partition: None, key, payload, headers }).await?;
+                        self.sink
+                            .send_output(OutRecord {
+                                topic,
+                                partition: None,
+                                key,
+                                payload,
+                                headers,
+                            })
+                            .await?;
                     }
                     Verdict::Duplicate => {
-                        metrics::counter!("weir_processor_events_total", "verdict" => "duplicate").increment(1);
+                        metrics::counter!("weir_processor_events_total", "verdict" => "duplicate")
+                            .increment(1);
                     }
                     Verdict::Late { watermark } => {
-                        metrics::counter!("weir_processor_events_total", "verdict" => "late").increment(1);
+                        metrics::counter!("weir_processor_events_total", "verdict" => "late")
+                            .increment(1);
                         let headers = OwnedHeaders::new()
                             .insert(header("weir-reason", "later than the allowed lateness"))
                             .insert(header("weir-watermark", &watermark.to_string()))
-                            .insert(header("weir-source", &format!("{}/{p}/{offset}", self.cfg.topics.raw)));
+                            .insert(header(
+                                "weir-source",
+                                &format!("{}/{p}/{offset}", self.cfg.topics.raw),
+                            ));
                         let topic = self.cfg.topics.late.clone();
-                        self.sink.send_output(OutRecord { topic, partition: None, key, payload, headers }).await?;
+                        self.sink
+                            .send_output(OutRecord {
+                                topic,
+                                partition: None,
+                                key,
+                                payload,
+                                headers,
+                            })
+                            .await?;
                     }
                 }
             }
             Err(CodecError::Invalid(reason)) => {
-                metrics::counter!("weir_processor_events_total", "verdict" => "invalid").increment(1);
+                metrics::counter!("weir_processor_events_total", "verdict" => "invalid")
+                    .increment(1);
                 tracing::warn!(partition = p, offset, %reason, "poison record sent to the invalid topic");
                 part.next = offset + 1;
                 part.touched = true;
                 let headers = OwnedHeaders::new()
                     .insert(header("weir-error", &reason))
-                    .insert(header("weir-source", &format!("{}/{p}/{offset}", self.cfg.topics.raw)));
+                    .insert(header(
+                        "weir-source",
+                        &format!("{}/{p}/{offset}", self.cfg.topics.raw),
+                    ));
                 let out = OutRecord {
                     topic: self.cfg.topics.invalid.clone(),
                     partition: None,
@@ -269,19 +336,32 @@ impl Processor {
         }
         for agg in aggregates {
             let payload = self.codec.encode_aggregate(&agg).await?;
-            let key = format!("{}/{}/{}/{}", agg.tenant, agg.name, agg.channel, agg.window_start).into_bytes();
+            let key = format!(
+                "{}/{}/{}/{}",
+                agg.tenant, agg.name, agg.channel, agg.window_start
+            )
+            .into_bytes();
             let headers = OwnedHeaders::new();
             self.sink
-                .send_output(OutRecord { topic: topics.aggregates.clone(), partition: None, key, payload: Some(payload), headers })
+                .send_output(OutRecord {
+                    topic: topics.aggregates.clone(),
+                    partition: None,
+                    key,
+                    payload: Some(payload),
+                    headers,
+                })
                 .await?;
         }
         for (p, r) in state {
-            self.sink.send_state(state_record(&topics.state, p, r)).await?;
+            self.sink
+                .send_state(state_record(&topics.state, p, r))
+                .await?;
         }
         self.sink.commit(&self.consumer, &offsets).await?;
         self.batch_len = 0;
         metrics::counter!("weir_processor_commits_total").increment(1);
-        metrics::histogram!("weir_processor_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("weir_processor_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
         self.export_gauges();
         Ok(())
     }
@@ -289,11 +369,21 @@ impl Processor {
     fn export_gauges(&self) {
         let now = Instant::now();
         let idle = Duration::from_millis(self.cfg.idle_partition_timeout_ms);
-        if let Some(wm) = watermark::combined(self.parts.values().map(|p| (p.state.watermark(), p.last_input)), now, idle) {
+        if let Some(wm) = watermark::combined(
+            self.parts
+                .values()
+                .map(|p| (p.state.watermark(), p.last_input)),
+            now,
+            idle,
+        ) {
             metrics::gauge!("weir_processor_watermark_ms").set(wm as f64);
         }
         let keys: usize = self.parts.values().map(|p| p.state.dedup_len()).sum();
-        let bytes: usize = self.parts.values().map(|p| p.state.dedup_heap_bytes()).sum();
+        let bytes: usize = self
+            .parts
+            .values()
+            .map(|p| p.state.dedup_heap_bytes())
+            .sum();
         let windows: usize = self.parts.values().map(|p| p.state.open_windows()).sum();
         metrics::gauge!("weir_processor_dedup_keys").set(keys as f64);
         metrics::gauge!("weir_processor_dedup_bytes").set(bytes as f64);
@@ -307,23 +397,38 @@ impl Processor {
         let kafka = self.cfg.kafka.clone();
         let topic = self.cfg.topics.state.clone();
         let prefix = format!("{p}/");
-        let records = tokio::task::spawn_blocking(move || restore::read_partition(&kafka, &topic, p, &prefix)).await??;
+        let records = tokio::task::spawn_blocking(move || {
+            restore::read_partition(&kafka, &topic, p, &prefix)
+        })
+        .await??;
         let n = records.len();
         let state = changelog::restore(p, self.rules, records, committed)?;
         let next = match committed {
             Some(c) => c,
-            None => self.consumer.fetch_watermarks(&self.cfg.topics.raw, p, Duration::from_secs(10))?.0,
+            None => {
+                self.consumer
+                    .fetch_watermarks(&self.cfg.topics.raw, p, Duration::from_secs(10))?
+                    .0
+            }
         };
         let secs = started.elapsed().as_secs_f64();
         metrics::histogram!("weir_processor_restore_seconds").record(secs);
         tracing::info!(partition = p, committed = ?committed, changelog_records = n, dedup_keys = state.dedup_len(), open_windows = state.open_windows(), seconds = secs, "partition state restored");
-        Ok(Part { state, next, last_input: Instant::now(), touched: false })
+        Ok(Part {
+            state,
+            next,
+            last_input: Instant::now(),
+            touched: false,
+        })
     }
 
     fn committed_offset(&self, p: i32) -> anyhow::Result<Option<i64>> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.cfg.topics.raw, p);
-        let got = tokio::task::block_in_place(|| self.consumer.committed_offsets(tpl, Duration::from_secs(10)))?;
+        let got = tokio::task::block_in_place(|| {
+            self.consumer
+                .committed_offsets(tpl, Duration::from_secs(10))
+        })?;
         Ok(got.elements().first().and_then(|e| match e.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,
@@ -341,7 +446,10 @@ impl Processor {
                 Some(o) => Offset::Offset(o),
                 None => Offset::Beginning,
             };
-            if let Err(e) = self.consumer.seek(&self.cfg.topics.raw, p, offset, Duration::from_secs(10)) {
+            if let Err(e) =
+                self.consumer
+                    .seek(&self.cfg.topics.raw, p, offset, Duration::from_secs(10))
+            {
                 tracing::warn!(partition = p, error = %e, "seek failed; the partition restarts from its committed offset on the next assignment");
             }
         }
@@ -350,7 +458,10 @@ impl Processor {
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header { key, value: Some(value) }
+    Header {
+        key,
+        value: Some(value),
+    }
 }
 
 fn state_record(topic: &str, p: i32, r: StateRecord) -> OutRecord {
@@ -363,7 +474,10 @@ fn state_record(topic: &str, p: i32, r: StateRecord) -> OutRecord {
     }
 }
 
-fn partition_count<C: ConsumerContext>(consumer: &StreamConsumer<C>, topic: &str) -> anyhow::Result<i32> {
+fn partition_count<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+) -> anyhow::Result<i32> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let n = md.topics().first().map_or(0, |t| t.partitions().len());
     anyhow::ensure!(n > 0, "topic {topic} has no partitions");
@@ -373,11 +487,19 @@ fn partition_count<C: ConsumerContext>(consumer: &StreamConsumer<C>, topic: &str
 /// Picks the commit mode: a transactional producer when the broker accepts
 /// `init_transactions`, else `ordered` (unless `exactly_once` was required).
 async fn build_sink(cfg: &ProcessorConfig) -> anyhow::Result<OutputSink> {
-    let base = [("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("compression.type", "lz4")];
+    let base = [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "5"),
+        ("compression.type", "lz4"),
+    ];
     if cfg.commit_mode != CommitModeSetting::Ordered {
         let txn_id = format!("weir-processor-{}", cfg.instance_id);
         let mut props = base.to_vec();
-        props.extend([("transactional.id", txn_id.as_str()), ("transaction.timeout.ms", "60000")]);
+        props.extend([
+            ("transactional.id", txn_id.as_str()),
+            ("transaction.timeout.ms", "60000"),
+        ]);
         let producer: FutureProducer = cfg.kafka.client_config(&props).create()?;
         match tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(30))) {
             Ok(()) => {
@@ -393,7 +515,9 @@ async fn build_sink(cfg: &ProcessorConfig) -> anyhow::Result<OutputSink> {
         }
     }
     let producer: FutureProducer = cfg.kafka.client_config(&base).create()?;
-    tracing::info!(mode = "ordered", "commit mode chosen: ordered flushes (outputs, then changelog, then offsets)");
+    tracing::info!(
+        mode = "ordered",
+        "commit mode chosen: ordered flushes (outputs, then changelog, then offsets)"
+    );
     Ok(OutputSink::new(producer, Mode::Ordered))
 }
-

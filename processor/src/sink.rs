@@ -8,10 +8,10 @@
 //!   of what downstream has, and a replay re-emits identical records.
 
 use rdkafka::consumer::{CommitMode as KafkaCommit, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::error::KafkaError;
 use rdkafka::TopicPartitionList;
 use std::time::Duration;
 
@@ -51,7 +51,13 @@ pub struct OutputSink {
 
 impl OutputSink {
     pub fn new(producer: FutureProducer, mode: Mode) -> Self {
-        Self { producer, mode, in_txn: false, outputs: vec![], deferred_state: vec![] }
+        Self {
+            producer,
+            mode,
+            in_txn: false,
+            outputs: vec![],
+            deferred_state: vec![],
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -89,7 +95,9 @@ impl OutputSink {
 
     async fn enqueue(&self, r: &OutRecord) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
         loop {
-            let mut rec = FutureRecord::to(&r.topic).key(&r.key).headers(r.headers.clone());
+            let mut rec = FutureRecord::to(&r.topic)
+                .key(&r.key)
+                .headers(r.headers.clone());
             if let Some(p) = &r.payload {
                 rec = rec.payload(p);
             }
@@ -119,7 +127,8 @@ impl OutputSink {
                     .group_metadata()
                     .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
                 tokio::task::block_in_place(|| {
-                    self.producer.send_offsets_to_transaction(offsets, &meta, TXN_TIMEOUT)?;
+                    self.producer
+                        .send_offsets_to_transaction(offsets, &meta, TXN_TIMEOUT)?;
                     self.producer.commit_transaction(TXN_TIMEOUT)
                 })?;
                 self.in_txn = false;

@@ -16,15 +16,24 @@ pub struct Watermark {
 
 impl Watermark {
     pub fn new(bound_ms: i64) -> Self {
-        Self { bound_ms, max_event_time: None }
+        Self {
+            bound_ms,
+            max_event_time: None,
+        }
     }
 
     pub fn restored(bound_ms: i64, max_event_time: Option<i64>) -> Self {
-        Self { bound_ms, max_event_time }
+        Self {
+            bound_ms,
+            max_event_time,
+        }
     }
 
     pub fn observe(&mut self, event_time: i64) {
-        self.max_event_time = Some(self.max_event_time.map_or(event_time, |m| m.max(event_time)));
+        self.max_event_time = Some(
+            self.max_event_time
+                .map_or(event_time, |m| m.max(event_time)),
+        );
     }
 
     pub fn max_event_time(&self) -> Option<i64> {
@@ -33,7 +42,8 @@ impl Watermark {
 
     /// `i64::MIN` until the first event.
     pub fn current(&self) -> i64 {
-        self.max_event_time.map_or(i64::MIN, |m| m.saturating_sub(self.bound_ms))
+        self.max_event_time
+            .map_or(i64::MIN, |m| m.saturating_sub(self.bound_ms))
     }
 }
 

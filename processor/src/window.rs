@@ -24,8 +24,14 @@ impl WindowAssigner {
 
     /// Panics unless `0 < advance_ms <= size_ms`; config validation checks first.
     pub fn hopping(size_ms: i64, advance_ms: i64) -> Self {
-        assert!(advance_ms > 0 && advance_ms <= size_ms, "window advance must be in (0, size]");
-        Self { size_ms, advance_ms }
+        assert!(
+            advance_ms > 0 && advance_ms <= size_ms,
+            "window advance must be in (0, size]"
+        );
+        Self {
+            size_ms,
+            advance_ms,
+        }
     }
 
     pub fn size_ms(&self) -> i64 {
@@ -39,7 +45,10 @@ impl WindowAssigner {
         (0..count)
             .rev()
             .map(move |i| last_start - i * self.advance_ms)
-            .map(move |start| Window { start, end: start + self.size_ms })
+            .map(move |start| Window {
+                start,
+                end: start + self.size_ms,
+            })
             .filter(move |w| w.start <= ts && ts < w.end)
     }
 }
@@ -52,8 +61,20 @@ mod tests {
     #[test]
     fn tumbling_minute() {
         let a = WindowAssigner::tumbling(60_000);
-        assert_eq!(a.assign(125_000).collect::<Vec<_>>(), vec![Window { start: 120_000, end: 180_000 }]);
-        assert_eq!(a.assign(-1).collect::<Vec<_>>(), vec![Window { start: -60_000, end: 0 }]);
+        assert_eq!(
+            a.assign(125_000).collect::<Vec<_>>(),
+            vec![Window {
+                start: 120_000,
+                end: 180_000
+            }]
+        );
+        assert_eq!(
+            a.assign(-1).collect::<Vec<_>>(),
+            vec![Window {
+                start: -60_000,
+                end: 0
+            }]
+        );
     }
 
     proptest! {

@@ -1,1 +1,10 @@
+//! The end-to-end test harness: starts the real local stack (nisshi,
+//! rivven-schema, ClickHouse on chdb) on free loopback ports through
+//! `deploy/local/part.sh`, runs weir's three binaries against it, and kills
+//! everything when dropped. Logs stay in the stack's temp dir and are printed
+//! when a test fails.
 
+pub mod load;
+pub mod stack;
+
+pub use stack::{Stack, Stage};

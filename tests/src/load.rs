@@ -1,0 +1,210 @@
+//! Test traffic with known answers: a seeded mix of unique, duplicate and
+//! late events, posted in batches, and readers for what comes out.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const NAMES: &[&str] = &["shop.page_view", "shop.cart_add", "shop.checkout"];
+
+/// A reproducible event mix and the answers a correct pipeline must give.
+pub struct Plan {
+    pub events: Vec<Value>,
+    pub on_time_ids: BTreeSet<String>,
+    pub late_ids: BTreeSet<String>,
+    pub users: BTreeSet<String>,
+}
+
+/// A tiny seeded generator, so a failing run can be replayed exactly.
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Lcg(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407))
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+}
+
+/// `total` events: `dup_pct` % re-send an earlier event id, `late_pct` % are an
+/// hour old (later than any allowed lateness), over `users` distinct users.
+pub fn plan(seed: u64, total: usize, dup_pct: usize, late_pct: usize, users: usize) -> Plan {
+    let mut rng = Lcg::new(seed);
+    let now = now_ms();
+    let n_late = total * late_pct / 100;
+    let n_dup = total * dup_pct / 100;
+    let n_unique = total - n_late - n_dup;
+    assert!(n_unique >= users, "every user needs an on-time event");
+    let event = |id: String, i: usize, ts: i64| {
+        let user = format!("user-{}", i % users);
+        let mut e = json!({
+            "event_id": id, "name": NAMES[i % NAMES.len()], "timestamp": ts, "channel": "web",
+            "properties": {"i": i as i64, "plan": "test"},
+        });
+        // Some events identify the user only by the anonymous id; coalesce() makes them the same user.
+        let key = if i % 10 == 0 {
+            "anonymous_id"
+        } else {
+            "user_id"
+        };
+        e[key] = json!(user);
+        e
+    };
+    let mut events = Vec::with_capacity(total);
+    let mut on_time_ids = BTreeSet::new();
+    let mut dups_left = n_dup;
+    for i in 0..n_unique {
+        let id = format!("ev-{seed}-{i}");
+        on_time_ids.insert(id.clone());
+        events.push(event(id, i, now - rng.below(10_000) as i64));
+        if dups_left > 0 && (rng.below(n_unique as u64) as usize) < n_dup {
+            let copy = events[rng.below(events.len() as u64) as usize].clone();
+            events.push(copy);
+            dups_left -= 1;
+        }
+    }
+    for _ in 0..dups_left {
+        let copy = events[rng.below(events.len() as u64) as usize].clone();
+        events.push(copy);
+    }
+    // Late events go into the last fifth, once every partition's watermark is near now.
+    let mut late_ids = BTreeSet::new();
+    for j in 0..n_late {
+        let id = format!("late-{seed}-{j}");
+        late_ids.insert(id.clone());
+        let tail = events.len() - events.len() / 5;
+        let at = tail + rng.below((events.len() - tail) as u64 + 1) as usize;
+        events.insert(at, event(id, j, now - 3_600_000 - j as i64 * 1_000));
+    }
+    let users = (0..users).map(|u| format!("user-{u}")).collect();
+    Plan {
+        events,
+        on_time_ids,
+        late_ids,
+        users,
+    }
+}
+
+/// Posts `events` in batches to ingest, retrying a batch on 5xx or a
+/// transport error with the same event ids. Returns the accepted ids.
+pub async fn post_batches(
+    ingest: &str,
+    events: &[Value],
+    batch: usize,
+) -> anyhow::Result<BTreeSet<String>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut acked = BTreeSet::new();
+    for chunk in events.chunks(batch) {
+        let body = json!({ "events": chunk });
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = client
+                .post(format!("{ingest}/v1/events/batch"))
+                .json(&body)
+                .send()
+                .await;
+            match result {
+                Ok(r) if r.status().as_u16() == 202 => {
+                    let v: Value = r.json().await?;
+                    let rejected = v["rejected"].as_array().map_or(0, Vec::len);
+                    anyhow::ensure!(rejected == 0, "unexpected rejections: {v}");
+                    for a in v["accepted"].as_array().into_iter().flatten() {
+                        acked.insert(a["event_id"].as_str().unwrap_or_default().to_string());
+                    }
+                    break;
+                }
+                Ok(r) if r.status().is_server_error() && attempts < 30 => {}
+                Err(_) if attempts < 30 => {}
+                Ok(r) => anyhow::bail!(
+                    "batch failed: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                ),
+                Err(e) => anyhow::bail!("batch failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(acked)
+}
+
+/// The distinct keys in `topic` (read_committed), read to the end.
+pub fn topic_keys(brokers: &str, topic: &str) -> anyhow::Result<BTreeSet<String>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = 0;
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            remaining += 1;
+        }
+    }
+    let mut keys = BTreeSet::new();
+    if remaining == 0 {
+        return Ok(keys);
+    }
+    let highs: std::collections::HashMap<i32, i64> = partitions
+        .iter()
+        .map(|&p| {
+            (
+                p,
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .map(|w| w.1)
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            if let Some(k) = m?.key() {
+                keys.insert(String::from_utf8_lossy(k).into_owned());
+            }
+            continue;
+        }
+        // Positions move past transaction markers too, which are never delivered.
+        let pos = consumer.position()?;
+        let behind = pos.elements().iter().any(|e| match e.offset() {
+            Offset::Offset(o) => o < highs[&e.partition()],
+            _ => true,
+        });
+        anyhow::ensure!(
+            !behind || Instant::now() < deadline,
+            "timed out reading {topic}"
+        );
+        if !behind {
+            break;
+        }
+    }
+    Ok(keys)
+}

@@ -1,0 +1,289 @@
+//! Processes of one test stack.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The directory holding the workspace binaries (`target/<profile>`), found
+/// from the test executable (`target/<profile>/deps/<test>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Proc {
+    fn spawn(name: &str, command: Vec<String>, env: Vec<(String, String)>, log: PathBuf) -> Self {
+        let mut p = Proc {
+            name: name.into(),
+            child: None,
+            log,
+            command,
+            env,
+        };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> bool {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return status.success();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        false
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.start();
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One of weir's stages, with its HTTP port.
+pub struct Stage {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Stage {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn wait_ready(&self) {
+        wait_http(&self.url("/readyz"), Duration::from_secs(120), &self.proc).await;
+    }
+}
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub kafka: Proc,
+    pub kafka_port: u16,
+    pub registry: Proc,
+    pub registry_port: u16,
+    pub clickhouse: Proc,
+    pub clickhouse_port: u16,
+}
+
+impl Stack {
+    /// Starts a broker, a registry and ClickHouse, each on its own free port.
+    pub async fn start() -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("weir-test-")
+            .tempdir()
+            .expect("temp dir");
+        let part = |name: &str, port: u16, data: Option<&str>| {
+            let mut cmd = vec![
+                repo_root()
+                    .join("deploy/local/part.sh")
+                    .display()
+                    .to_string(),
+                name.into(),
+                port.to_string(),
+            ];
+            if let Some(d) = data {
+                cmd.push(dir.path().join(d).display().to_string());
+            }
+            Proc::spawn(name, cmd, vec![], dir.path().join(format!("{name}.log")))
+        };
+        let (kafka_port, registry_port, clickhouse_port) = (free_port(), free_port(), free_port());
+        let kafka = part("kafka", kafka_port, Some("kafka"));
+        let registry = part("registry", registry_port, None);
+        let clickhouse = part("clickhouse", clickhouse_port, Some("clickhouse"));
+        wait_tcp(kafka_port, &kafka).await;
+        wait_http(
+            &format!("http://127.0.0.1:{registry_port}/subjects"),
+            Duration::from_secs(60),
+            &registry,
+        )
+        .await;
+        wait_http(
+            &format!("http://127.0.0.1:{clickhouse_port}/ping"),
+            Duration::from_secs(120),
+            &clickhouse,
+        )
+        .await;
+        Stack {
+            dir,
+            kafka,
+            kafka_port,
+            registry,
+            registry_port,
+            clickhouse,
+            clickhouse_port,
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    /// Config shared by the three stages, as `WEIR_` environment variables.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("WEIR_KAFKA__BROKERS", self.brokers()),
+            ("WEIR_KAFKA__PARTITIONS", "4".into()),
+            (
+                "WEIR_SCHEMA_REGISTRY_URL",
+                format!("http://127.0.0.1:{}", self.registry_port),
+            ),
+            (
+                "WEIR_CLICKHOUSE__URL",
+                format!("http://127.0.0.1:{}", self.clickhouse_port),
+            ),
+            ("WEIR_CLICKHOUSE__BATCH_INTERVAL_MS", "300".into()),
+            ("WEIR_COMMIT_INTERVAL_MS", "200".into()),
+            ("RUST_LOG", "info,librdkafka=warn,rdkafka=warn".into()),
+            ("RUST_BACKTRACE", "0".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Starts `bin` (ingest, processor or aggregator) with extra env vars.
+    pub fn stage(&self, bin: &str, instance: &str, extra: &[(&str, &str)]) -> Stage {
+        let port = free_port();
+        let mut env = self.env();
+        env.push(("WEIR_LISTEN".into(), format!("127.0.0.1:{port}")));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let exe = bin_dir().join(bin);
+        assert!(
+            exe.exists(),
+            "{} is not built; run `cargo build --bins` first",
+            exe.display()
+        );
+        let log = self.dir.path().join(format!("{bin}-{instance}.log"));
+        Stage {
+            proc: Proc::spawn(bin, vec![exe.display().to_string()], env, log),
+            port,
+        }
+    }
+
+    /// Runs a query on ClickHouse and returns the TSV answer, trimmed.
+    pub async fn clickhouse_query(&self, sql: &str) -> anyhow::Result<String> {
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/?database=weir",
+                self.clickhouse_port
+            ))
+            .body(sql.to_string())
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "ClickHouse: {text}");
+        Ok(text.trim().to_string())
+    }
+}
+
+async fn wait_tcp(port: u16, proc: &Proc) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{} did not open port {port}:\n{}",
+        proc.name,
+        proc.log_tail(30)
+    );
+}
+
+async fn wait_http(url: &str, timeout: Duration, proc: &Proc) {
+    let deadline = Instant::now() + timeout;
+    let client = reqwest::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(url).timeout(Duration::from_secs(2)).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{url} did not answer 200 within {timeout:?}; {} log:\n{}",
+        proc.name,
+        proc.log_tail(40)
+    );
+}

@@ -1,0 +1,259 @@
+//! End to end on the real stack: events posted to ingest must come out of the
+//! query API exactly: duplicates dropped, late events dead-lettered, unique
+//! users exact, through processor crashes in each commit mode.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use weir_tests::load::{plan, post_batches, topic_keys};
+use weir_tests::{Stack, Stage};
+
+const TOTAL: usize = 5_000;
+const USERS: usize = 300;
+
+struct Pipeline {
+    stack: Stack,
+    ingest: Stage,
+    processor: Stage,
+    aggregator: Stage,
+}
+
+async fn pipeline(commit_mode: &str) -> Pipeline {
+    let stack = Stack::start().await;
+    let ingest = stack.stage("ingest", "0", &[]);
+    let processor = stack.stage(
+        "processor",
+        "0",
+        &[
+            ("WEIR_COMMIT_MODE", commit_mode),
+            ("WEIR_INSTANCE_ID", "p0"),
+        ],
+    );
+    let aggregator = stack.stage("aggregator", "0", &[]);
+    for s in [&ingest, &processor, &aggregator] {
+        s.wait_ready().await;
+    }
+    Pipeline {
+        stack,
+        ingest,
+        processor,
+        aggregator,
+    }
+}
+
+impl Pipeline {
+    fn logs(&self) -> String {
+        [&self.ingest, &self.processor, &self.aggregator]
+            .iter()
+            .map(|s| format!("--- {} ---\n{}", s.proc.name, s.proc.log_tail(25)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn metrics(&self, name: &str) -> Value {
+        let url = self.aggregator.url(&format!("/v1/metrics?name={name}"));
+        match reqwest::get(&url).await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Polls the query API until it reports `count`, or two minutes pass.
+    async fn settled_metrics(&self, name: &str, count: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let m = self.metrics(name).await;
+            if m["total_count"] == json!(count) || Instant::now() > deadline {
+                // One more read after a pause: a count that keeps growing past the answer is a double count.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                return self.metrics(name).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Posts the standard mix; with `crashes`, SIGKILLs the processor after each
+/// of the first `crashes` slices and restarts it. Then checks every number.
+async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize, seed: u64) {
+    let mut p = pipeline(commit_mode).await;
+    let chosen = p.processor.proc.log_tail(200);
+    assert!(
+        chosen.contains(&format!("mode=\"{expected_mode}\""))
+            || chosen.contains(&format!("mode={expected_mode}")),
+        "processor did not run in {expected_mode}:\n{chosen}"
+    );
+    let plan = plan(seed, TOTAL, 20, 2, USERS);
+    let slices = crashes + 1;
+    let per = plan.events.len().div_ceil(slices);
+    let mut acked = std::collections::BTreeSet::new();
+    for (i, slice) in plan.events.chunks(per).enumerate() {
+        acked.extend(
+            post_batches(&p.ingest.url(""), slice, 100)
+                .await
+                .expect("ingest accepts the batches"),
+        );
+        if i < crashes {
+            // Let the processor get into the middle of this slice, then kill it.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            p.processor.proc.kill9();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            p.processor.proc.restart();
+            p.processor.wait_ready().await;
+        }
+    }
+    let expected_ids: std::collections::BTreeSet<String> =
+        plan.on_time_ids.union(&plan.late_ids).cloned().collect();
+    assert_eq!(
+        acked, expected_ids,
+        "ingest acknowledged exactly the distinct ids"
+    );
+
+    let on_time = plan.on_time_ids.len() as u64;
+    let m = p.settled_metrics("shop.*", on_time).await;
+    assert_eq!(
+        m["total_count"],
+        json!(on_time),
+        "query API count (0 lost, 0 doubled)\n{m}\n{}",
+        p.logs()
+    );
+    assert_eq!(m["unique_users"], json!(USERS as u64), "unique users\n{m}");
+
+    let per_name: u64 = {
+        let mut sum = 0;
+        for name in weir_tests::load::NAMES {
+            sum += p.metrics(name).await["total_count"].as_u64().unwrap_or(0);
+        }
+        sum
+    };
+    assert_eq!(per_name, on_time, "per-name counts add up");
+
+    let rows = p
+        .stack
+        .clickhouse_query(
+            "SELECT count(), uniqExact(coalesce(user_id, anonymous_id)) FROM events FINAL",
+        )
+        .await
+        .expect("events table");
+    assert_eq!(
+        rows,
+        format!("{on_time}\t{USERS}"),
+        "events table holds each on-time event once"
+    );
+
+    let late = topic_keys(&p.stack.brokers(), "events.late").expect("read events.late");
+    assert_eq!(
+        late, plan.late_ids,
+        "events.late holds exactly the late events"
+    );
+    eprintln!(
+        "[{commit_mode}, {crashes} crashes] posted {}, acked {}, on-time {on_time}, late {}, users {}",
+        plan.events.len(),
+        acked.len(),
+        late.len(),
+        m["unique_users"]
+    );
+    assert!(
+        p.processor.proc.terminate(),
+        "processor shuts down cleanly on SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_counts_are_exact() {
+    run_exactly_once("auto", "exactly_once", 0, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_sigkill_twice_exactly_once_mode() {
+    run_exactly_once("exactly_once", "exactly_once", 2, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_sigkill_twice_ordered_mode() {
+    run_exactly_once("ordered", "ordered", 2, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_named_and_good_events_still_land() {
+    let stack = Stack::start().await;
+    let ingest = stack.stage("ingest", "0", &[]);
+    ingest.wait_ready().await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: &str| {
+        client
+            .post(ingest.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+
+    let r = post("/v1/events", "{\"name\": \"a\",\n \"user_id\": }")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "malformed_json");
+    assert_eq!(
+        (v["error"]["line"].as_u64(), v["error"]["column"].as_u64()),
+        (Some(2), Some(13)),
+        "{v}"
+    );
+
+    let r = post("/v1/events", r#"{"user_id": "u"}"#).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["fields"][0]["field"], "name", "{v}");
+    assert_eq!(v["error"]["fields"][0]["message"], "is required", "{v}");
+
+    let r = post("/v1/events", r#"{"name": "a.b", "user_id": 42}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["fields"][0]["field"], "user_id", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be a string"),
+        "{v}"
+    );
+
+    // A partly bad batch: the good events are accepted, the bad ones named by index.
+    let batch = json!({"events": [
+        {"event_id": "good-1", "name": "shop.view", "user_id": "u1"},
+        {"event_id": "bad-1", "user_id": "u1"},
+        {"event_id": "bad-2", "name": "shop.view", "properties": {"price": [1]}},
+        {"event_id": "good-2", "name": "shop.view", "user_id": "u2"},
+    ]});
+    let r = post("/v1/events/batch", &batch.to_string()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let v: Value = r.json().await.unwrap();
+    let accepted: Vec<&str> = v["accepted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(accepted, ["good-1", "good-2"]);
+    assert_eq!(v["rejected"][0]["index"], 1);
+    assert_eq!(v["rejected"][0]["fields"][0]["field"], "name");
+    assert_eq!(v["rejected"][1]["index"], 2);
+    assert_eq!(v["rejected"][1]["fields"][0]["field"], "properties.price");
+
+    let r = post("/v1/events/batch", r#"{"events": [{"name": "a"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "malformed_json"
+    );
+
+    let keys = topic_keys(&stack.brokers(), "events.raw").unwrap();
+    assert_eq!(
+        keys,
+        ["good-1", "good-2"].iter().map(|s| s.to_string()).collect(),
+        "only the good events reach Kafka"
+    );
+}
