@@ -108,7 +108,7 @@ mod tests {
     fn event(id: u32, ts: i64, user: u32) -> Event {
         Event {
             event_id: format!("e{id}"),
-            name: if id % 3 == 0 {
+            name: if id.is_multiple_of(3) {
                 "cart.add".into()
             } else {
                 "page_view".into()

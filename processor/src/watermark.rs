@@ -51,7 +51,7 @@ impl Watermark {
 /// input within `idle_timeout`. A quiet partition stops holding the others
 /// back; if every partition is idle, the maximum is reported so the gauge
 /// does not freeze at an old value.
-pub fn combined<'a>(
+pub fn combined(
     partitions: impl IntoIterator<Item = (i64, Instant)>,
     now: Instant,
     idle_timeout: Duration,

@@ -59,7 +59,7 @@ pub fn plan(seed: u64, total: usize, dup_pct: usize, late_pct: usize, users: usi
             "properties": {"i": i as i64, "plan": "test"},
         });
         // Some events identify the user only by the anonymous id; coalesce() makes them the same user.
-        let key = if i % 10 == 0 {
+        let key = if i.is_multiple_of(10) {
             "anonymous_id"
         } else {
             "user_id"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Quick start: installs the local stack, starts it with weir's three stages on
+# loopback, sends a few demo events and prints what the query API reads back.
+# Everything runs in the background afterwards; stop it with deploy/local/down.sh.
+# State, data and logs live in .local/ (override with WEIR_LOCAL_DIR).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+HERE="$ROOT/deploy/local"
+STATE="${WEIR_LOCAL_DIR:-$ROOT/.local}"
+KAFKA_PORT="${KAFKA_PORT:-9092}" REGISTRY_PORT="${REGISTRY_PORT:-8081}" CLICKHOUSE_PORT="${CLICKHOUSE_PORT:-8123}"
+INGEST_PORT="${INGEST_PORT:-8080}" PROCESSOR_PORT="${PROCESSOR_PORT:-9102}" AGGREGATOR_PORT="${AGGREGATOR_PORT:-8090}"
+PROFILE="${WEIR_PROFILE:-debug}"
+
+log() { printf '[weir] %s\n' "$*" >&2; }
+"$HERE/install.sh"
+if [ -f "$STATE/pids" ]; then "$HERE/down.sh"; fi
+log "building weir ($PROFILE)"
+( cd "$ROOT" && cargo build --bins $([ "$PROFILE" = release ] && echo --release) --quiet )
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
+
+mkdir -p "$STATE/logs"
+: > "$STATE/pids"
+for port in "$KAFKA_PORT" "$REGISTRY_PORT" "$CLICKHOUSE_PORT" "$INGEST_PORT" "$PROCESSOR_PORT" "$AGGREGATOR_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    log "port $port is in use; set the *_PORT variables to free ones"; exit 1
+  fi
+done
+
+start() { # name, command...
+  local name="$1"; shift
+  nohup "$@" > "$STATE/logs/$name.log" 2>&1 &
+  echo "$! $name" >> "$STATE/pids"
+}
+wait_http() { # url, name
+  for _ in $(seq 1 240); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  log "$2 did not become ready; see $STATE/logs/$2.log"; tail -n 20 "$STATE/logs/$2.log" >&2; exit 1
+}
+
+log "starting Kafka (nisshi) on $KAFKA_PORT, Schema Registry on $REGISTRY_PORT, ClickHouse (chdb) on $CLICKHOUSE_PORT"
+start kafka "$HERE/part.sh" kafka "$KAFKA_PORT" "$STATE/kafka"
+start registry "$HERE/part.sh" registry "$REGISTRY_PORT"
+start clickhouse "$HERE/part.sh" clickhouse "$CLICKHOUSE_PORT" "$STATE/clickhouse"
+wait_http "http://127.0.0.1:$REGISTRY_PORT/subjects" registry
+wait_http "http://127.0.0.1:$CLICKHOUSE_PORT/ping" clickhouse
+
+export WEIR_KAFKA__BROKERS="127.0.0.1:$KAFKA_PORT"
+export WEIR_SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT"
+export WEIR_CLICKHOUSE__URL="http://127.0.0.1:$CLICKHOUSE_PORT"
+log "starting ingest on $INGEST_PORT, processor on $PROCESSOR_PORT, aggregator on $AGGREGATOR_PORT"
+WEIR_LISTEN="127.0.0.1:$INGEST_PORT" start ingest "$BIN/ingest"
+WEIR_LISTEN="127.0.0.1:$PROCESSOR_PORT" WEIR_INSTANCE_ID=local-0 start processor "$BIN/processor"
+WEIR_LISTEN="127.0.0.1:$AGGREGATOR_PORT" start aggregator "$BIN/aggregator"
+wait_http "http://127.0.0.1:$INGEST_PORT/readyz" ingest
+wait_http "http://127.0.0.1:$PROCESSOR_PORT/readyz" processor
+wait_http "http://127.0.0.1:$AGGREGATOR_PORT/readyz" aggregator
+grep -h "commit mode chosen" "$STATE/logs/processor.log" | sed 's/^/[weir] processor: /' >&2 || true
+
+log "sending demo events: 12 events, 2 of them re-sent duplicates, from 3 users"
+now=$(date +%s%3N)
+events=""
+for i in $(seq 1 10); do
+  name=$([ $((i % 2)) = 0 ] && echo cart.add || echo page_view)
+  events+="{\"event_id\":\"demo-$now-$i\",\"name\":\"$name\",\"user_id\":\"user-$((i % 3))\",\"channel\":\"web\",\"properties\":{\"n\":$i}},"
+done
+events+="{\"event_id\":\"demo-$now-1\",\"name\":\"page_view\",\"user_id\":\"user-1\",\"channel\":\"web\",\"properties\":{\"n\":1}},"
+events+="{\"event_id\":\"demo-$now-2\",\"name\":\"cart.add\",\"user_id\":\"user-2\",\"channel\":\"web\",\"properties\":{\"n\":2}}"
+curl -fsS -X POST "http://127.0.0.1:$INGEST_PORT/v1/events/batch" -H 'content-type: application/json' \
+  -d "{\"events\":[${events}]}" > "$STATE/logs/demo-response.json"
+log "ingest answered: $(head -c 300 "$STATE/logs/demo-response.json")..."
+
+for name in page_view cart.add; do
+  for _ in $(seq 1 60); do
+    out=$(curl -fsS "http://127.0.0.1:$AGGREGATOR_PORT/v1/metrics?name=$name&from=$((now - 3600000))" || true)
+    case "$out" in *'"total_count":5'*) break ;; esac
+    sleep 0.5
+  done
+  echo "GET /v1/metrics?name=$name -> $out"
+done
+log "the stack keeps running: ingest http://127.0.0.1:$INGEST_PORT, query API http://127.0.0.1:$AGGREGATOR_PORT"
+log "logs in $STATE/logs; stop everything with deploy/local/down.sh"

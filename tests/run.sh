@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotent, cached) and runs the whole suite:
+# formatting and lints, the ClickHouse server's own tests, then every Rust
+# test, including the end-to-end tests on the real local stack.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+deploy/local/install.sh
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== build the stage binaries the end-to-end tests run"
+cargo build --workspace --bins --quiet
+echo "== ClickHouse HTTP server on chdb"
+python3 -m unittest discover -s deploy/local/clickhouse -p 'test_*.py'
+echo "== cargo test"
+# Each end-to-end test starts its own broker, registry, ClickHouse and stages;
+# two at a time fit this 2-core machine.
+cargo test --workspace -- --test-threads=2
