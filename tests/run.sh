@@ -17,4 +17,8 @@ python3 -m unittest discover -s deploy/local/clickhouse -p 'test_*.py'
 echo "== cargo test"
 # Each end-to-end test starts its own broker, registry, ClickHouse and stages;
 # two at a time fit this 2-core machine.
-cargo test --workspace -- --test-threads=2
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-targets -- --test-threads=2 2>&1 | tee "$log"
+# One closing line for the whole run (the Python tests are counted above).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "weir tests: %d passed, %d failed\n", p, f }' "$log"
