@@ -38,17 +38,22 @@ pub fn read_partition(
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut next = low;
-    while next < high {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "restoring {topic}/{partition} timed out at offset {next} of {high}"
-        );
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+    loop {
+        let Some(msg) = consumer.poll(Duration::from_millis(50)) else {
+            // Transaction markers take offsets but are never delivered, so the
+            // end is where the consumer's position reaches the high watermark.
+            let position = consumer.position()?;
+            let at = position.elements().first().map(|e| e.offset());
+            if matches!(at, Some(Offset::Offset(o)) if o >= high) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "restoring {topic}/{partition} timed out at {at:?} of {high}"
+            );
             continue;
         };
         let msg = msg?;
-        next = msg.offset() + 1;
         let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
         };
@@ -77,6 +82,9 @@ pub fn read_partition(
             value: msg.payload().map(|p| p.to_vec()),
             upto,
         });
+        if msg.offset() + 1 >= high {
+            break;
+        }
     }
     Ok(out)
 }

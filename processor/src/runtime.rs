@@ -81,6 +81,9 @@ impl Processor {
             .kafka
             .client_config(&[
                 ("group.id", &cfg.group_id),
+                // Static membership: a restarted instance takes its partitions
+                // back at once instead of waiting out the dead member's session.
+                ("group.instance.id", &cfg.instance_id),
                 ("enable.auto.commit", "false"),
                 ("isolation.level", "read_committed"),
                 ("auto.offset.reset", "earliest"),

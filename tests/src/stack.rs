@@ -125,6 +125,18 @@ impl Stage {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Sums the samples of a Prometheus metric (all label sets); 0 if absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Ok(r) = reqwest::get(self.url("/metrics")).await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn wait_ready(&self) {
         wait_http(&self.url("/readyz"), Duration::from_secs(120), &self.proc).await;
     }

@@ -83,24 +83,39 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize
         "processor did not run in {expected_mode}:\n{chosen}"
     );
     let plan = plan(seed, TOTAL, 20, 2, USERS);
-    let slices = crashes + 1;
-    let per = plan.events.len().div_ceil(slices);
-    let mut acked = std::collections::BTreeSet::new();
-    for (i, slice) in plan.events.chunks(per).enumerate() {
-        acked.extend(
-            post_batches(&p.ingest.url(""), slice, 100)
-                .await
-                .expect("ingest accepts the batches"),
-        );
-        if i < crashes {
-            // Let the processor get into the middle of this slice, then kill it.
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            p.processor.proc.kill9();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            p.processor.proc.restart();
-            p.processor.wait_ready().await;
+    // Traffic flows steadily in the background while the processor dies.
+    let ingest_url = p.ingest.url("");
+    let events = plan.events.clone();
+    let sender = tokio::spawn(async move {
+        let mut acked = std::collections::BTreeSet::new();
+        for chunk in events.chunks(500) {
+            acked.extend(post_batches(&ingest_url, chunk, 100).await?);
+            tokio::time::sleep(Duration::from_millis(400)).await;
         }
+        anyhow::Ok(acked)
+    });
+    for _ in 0..crashes {
+        // Kill only once this life has committed work, so the next one must restore it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while p.processor.metric("weir_processor_commits_total").await < 3.0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !sender.is_finished(),
+            "the traffic ended before the crash; the crash would not be mid-stream\n{}",
+            p.logs()
+        );
+        p.processor.proc.kill9();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        p.processor.proc.restart();
+        p.processor.wait_ready().await;
     }
+    let acked = sender
+        .await
+        .expect("sender task")
+        .expect("ingest accepts every batch");
     let expected_ids: std::collections::BTreeSet<String> =
         plan.on_time_ids.union(&plan.late_ids).cloned().collect();
     assert_eq!(
@@ -139,6 +154,22 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize
         format!("{on_time}\t{USERS}"),
         "events table holds each on-time event once"
     );
+
+    if crashes > 0 {
+        // The restarted processor must have picked up committed state, not started over.
+        let log = p.processor.proc.log_tail(10_000);
+        let restored = log
+            .lines()
+            .filter(|l| l.contains("partition state restored") && l.contains("committed=Some"))
+            .count();
+        assert!(
+            restored > 0,
+            "no partition was restored from committed state:\n{log}"
+        );
+        eprintln!(
+            "[{commit_mode}] partitions restored from committed state after crashes: {restored}"
+        );
+    }
 
     let late = topic_keys(&p.stack.brokers(), "events.late").expect("read events.late");
     assert_eq!(
