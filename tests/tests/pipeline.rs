@@ -83,35 +83,45 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize
         "processor did not run in {expected_mode}:\n{chosen}"
     );
     let plan = plan(seed, TOTAL, 20, 2, USERS);
-    // Traffic flows steadily in the background while the processor dies.
+    // Traffic flows steadily in the background while the processor dies; the
+    // last third waits until the crashes are done, so every crash is mid-stream.
     let ingest_url = p.ingest.url("");
     let events = plan.events.clone();
+    let (crashes_done, mut wait_crashes) = tokio::sync::oneshot::channel::<()>();
     let sender = tokio::spawn(async move {
         let mut acked = std::collections::BTreeSet::new();
-        for chunk in events.chunks(500) {
+        let chunks: Vec<_> = events.chunks(250).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if i == chunks.len() * 2 / 3 {
+                let _ = (&mut wait_crashes).await;
+            }
             acked.extend(post_batches(&ingest_url, chunk, 100).await?);
-            tokio::time::sleep(Duration::from_millis(400)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         anyhow::Ok(acked)
     });
     for _ in 0..crashes {
         // Kill only once this life has committed work, so the next one must restore it.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while p.processor.metric("weir_processor_commits_total").await < 3.0
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let commits = p.processor.metric("weir_processor_commits_total").await;
+            let events = p.processor.metric("weir_processor_events_total").await;
+            if commits >= 1.0 && events >= 100.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the processor committed nothing\n{}",
+                p.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            !sender.is_finished(),
-            "the traffic ended before the crash; the crash would not be mid-stream\n{}",
-            p.logs()
-        );
         p.processor.proc.kill9();
         tokio::time::sleep(Duration::from_millis(300)).await;
         p.processor.proc.restart();
         p.processor.wait_ready().await;
     }
+    let _ = crashes_done.send(());
     let acked = sender
         .await
         .expect("sender task")
