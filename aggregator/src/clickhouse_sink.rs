@@ -113,13 +113,18 @@ impl ClickHouseSink {
             .with_url(&cfg.url)
             .with_user(&cfg.user)
             .with_password(&cfg.password);
-        base.query(&format!(
+        let create = format!(
             "CREATE DATABASE IF NOT EXISTS `{}`",
             cfg.database.replace('`', "")
-        ))
-        .execute()
-        .await
-        .map_err(|e| anyhow::anyhow!("ClickHouse at {} is not usable: {e}", cfg.url))?;
+        );
+        // ClickHouse may still be starting when the aggregator does: wait up to a minute.
+        let mut attempt = 0;
+        while let Err(e) = base.query(&create).execute().await {
+            attempt += 1;
+            anyhow::ensure!(attempt < 30, "ClickHouse at {} is not usable: {e}", cfg.url);
+            tracing::warn!(error = %e, attempt, "ClickHouse not reachable yet; retrying");
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
         let client = base.with_database(&cfg.database);
         migrations::apply(&client).await?;
         Ok(Self { client })

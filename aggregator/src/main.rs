@@ -31,7 +31,10 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let ready = Readiness::default();
     let result = async {
-        let sink = ClickHouseSink::build(&cfg.clickhouse).await?;
+        let sink = tokio::select! {
+            s = ClickHouseSink::build(&cfg.clickhouse) => s?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
         let app = api::router(api::ApiState {
             client: sink.client().clone(),
         })

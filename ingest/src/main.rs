@@ -25,7 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal();
     let ready = Readiness::default();
     let result = async {
-        let state = weir_ingest::build(&cfg).await?;
+        let state = tokio::select! {
+            s = weir_ingest::build(&cfg) => s?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
         let app = weir_ingest::http::router(state)
             .merge(ops::router(ready.clone(), telemetry.metrics.clone()));
         ready.set(true);

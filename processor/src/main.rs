@@ -31,7 +31,11 @@ async fn main() -> anyhow::Result<()> {
     let app = ops::router(ready.clone(), telemetry.metrics.clone());
     let http = tokio::spawn(ops::serve(cfg.listen.clone(), app, shutdown.clone()));
     let result = async {
-        let processor = Processor::build(cfg).await?;
+        // Starting waits on Kafka and the registry; a signal meanwhile just stops.
+        let processor = tokio::select! {
+            p = Processor::build(cfg) => p?,
+            _ = shutdown.cancelled() => return Ok(()),
+        };
         processor.run(ready, shutdown.clone()).await
     }
     .await;

@@ -6,7 +6,7 @@
 //! partition is re-read from its committed offset and changelog.
 
 use crate::changelog;
-use crate::config::{CommitModeSetting, ProcessorConfig};
+use crate::config::ProcessorConfig;
 use crate::partition::{PartitionState, StateRecord, TimeRules, Verdict};
 use crate::restore::{self, UPTO_HEADER};
 use crate::sink::{Mode, OutRecord, OutputSink};
@@ -14,7 +14,6 @@ use crate::watermark;
 use crate::window::WindowAssigner;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,7 +107,7 @@ impl Processor {
 
         let codec = Codec::new(&cfg.schema_registry_url, &t.raw, &t.aggregates)?;
         codec.register().await?;
-        let sink = build_sink(&cfg).await?;
+        let sink = OutputSink::build(&cfg).await?;
         metrics::gauge!("weir_processor_exactly_once").set(if sink.mode() == Mode::ExactlyOnce {
             1.0
         } else {
@@ -485,42 +484,4 @@ fn partition_count<C: ConsumerContext>(
     let n = md.topics().first().map_or(0, |t| t.partitions().len());
     anyhow::ensure!(n > 0, "topic {topic} has no partitions");
     Ok(n as i32)
-}
-
-/// Picks the commit mode: a transactional producer when the broker accepts
-/// `init_transactions`, else `ordered` (unless `exactly_once` was required).
-async fn build_sink(cfg: &ProcessorConfig) -> anyhow::Result<OutputSink> {
-    let base = [
-        ("enable.idempotence", "true"),
-        ("acks", "all"),
-        ("linger.ms", "5"),
-        ("compression.type", "lz4"),
-    ];
-    if cfg.commit_mode != CommitModeSetting::Ordered {
-        let txn_id = format!("weir-processor-{}", cfg.instance_id);
-        let mut props = base.to_vec();
-        props.extend([
-            ("transactional.id", txn_id.as_str()),
-            ("transaction.timeout.ms", "60000"),
-        ]);
-        let producer: FutureProducer = cfg.kafka.client_config(&props).create()?;
-        match tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(30))) {
-            Ok(()) => {
-                tracing::info!(mode = "exactly_once", transactional_id = %txn_id, "commit mode chosen: Kafka transactions");
-                return Ok(OutputSink::new(producer, Mode::ExactlyOnce));
-            }
-            Err(e) if cfg.commit_mode == CommitModeSetting::ExactlyOnce => {
-                anyhow::bail!("commit_mode = exactly_once, but the broker refused transactions ({e}); use commit_mode = ordered or auto on this broker")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the broker refused transactions; falling back to ordered commits");
-            }
-        }
-    }
-    let producer: FutureProducer = cfg.kafka.client_config(&base).create()?;
-    tracing::info!(
-        mode = "ordered",
-        "commit mode chosen: ordered flushes (outputs, then changelog, then offsets)"
-    );
-    Ok(OutputSink::new(producer, Mode::Ordered))
 }

@@ -7,6 +7,7 @@
 //!   the changelog, then the offsets are committed, so state is never ahead
 //!   of what downstream has, and a replay re-emits identical records.
 
+use crate::config::{CommitModeSetting, ProcessorConfig};
 use rdkafka::consumer::{CommitMode as KafkaCommit, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedHeaders;
@@ -49,8 +50,33 @@ pub struct OutputSink {
     deferred_state: Vec<OutRecord>,
 }
 
+/// What an `init_transactions` failure says about the broker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InitFailure {
+    /// Not reachable or not ready yet: try again.
+    Transient,
+    /// The broker (or its ACLs) will not do transactions.
+    Unsupported,
+}
+
+pub fn classify_init_error(code: RDKafkaErrorCode, retriable: bool) -> InitFailure {
+    use RDKafkaErrorCode::*;
+    match code {
+        _ if retriable => InitFailure::Transient,
+        OperationTimedOut
+        | RequestTimedOut
+        | BrokerTransportFailure
+        | AllBrokersDown
+        | CoordinatorNotAvailable
+        | NotCoordinator
+        | CoordinatorLoadInProgress
+        | ConcurrentTransactions => InitFailure::Transient,
+        _ => InitFailure::Unsupported,
+    }
+}
+
 impl OutputSink {
-    pub fn new(producer: FutureProducer, mode: Mode) -> Self {
+    fn new(producer: FutureProducer, mode: Mode) -> Self {
         Self {
             producer,
             mode,
@@ -58,6 +84,74 @@ impl OutputSink {
             outputs: vec![],
             deferred_state: vec![],
         }
+    }
+
+    /// Picks the commit mode: a transactional producer when the broker accepts
+    /// `init_transactions`, else `ordered` (unless `exactly_once` was required).
+    /// An unreachable broker is waited for, not taken as a broker without
+    /// transactions. A restarted instance's `init_transactions` also aborts the
+    /// transaction its previous life left open.
+    pub async fn build(cfg: &ProcessorConfig) -> anyhow::Result<Self> {
+        let base = [
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+            ("compression.type", "lz4"),
+        ];
+        if cfg.commit_mode != CommitModeSetting::Ordered {
+            let txn_id = format!("weir-processor-{}", cfg.instance_id);
+            let mut props = base.to_vec();
+            props.extend([
+                ("transactional.id", txn_id.as_str()),
+                ("transaction.timeout.ms", "60000"),
+            ]);
+            let producer: FutureProducer = cfg.kafka.client_config(&props).create()?;
+            let mut attempt = 0;
+            let refusal = loop {
+                attempt += 1;
+                let err = match tokio::task::block_in_place(|| {
+                    producer.init_transactions(Duration::from_secs(30))
+                }) {
+                    Ok(()) => {
+                        tracing::info!(mode = "exactly_once", transactional_id = %txn_id, "commit mode chosen: Kafka transactions");
+                        return Ok(Self::new(producer, Mode::ExactlyOnce));
+                    }
+                    Err(e) => e,
+                };
+                let (code, retriable) = match &err {
+                    KafkaError::Transaction(t) => (t.code(), t.is_retriable()),
+                    other => (
+                        other
+                            .rdkafka_error_code()
+                            .unwrap_or(RDKafkaErrorCode::Unknown),
+                        false,
+                    ),
+                };
+                match classify_init_error(code, retriable) {
+                    InitFailure::Transient if attempt < 5 => {
+                        tracing::warn!(error = %err, attempt, "initialising transactions failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    InitFailure::Transient => {
+                        anyhow::bail!("the broker did not answer init_transactions after {attempt} attempts: {err}")
+                    }
+                    InitFailure::Unsupported => break err,
+                }
+            };
+            if cfg.commit_mode == CommitModeSetting::ExactlyOnce {
+                anyhow::bail!(
+                    "commit_mode = exactly_once, but the broker refused transactions ({refusal}); \
+                     use commit_mode = ordered or auto with this broker"
+                );
+            }
+            tracing::warn!(error = %refusal, "the broker refused transactions; falling back to ordered commits");
+        }
+        let producer: FutureProducer = cfg.kafka.client_config(&base).create()?;
+        tracing::info!(
+            mode = "ordered",
+            "commit mode chosen: ordered flushes (outputs, then changelog, then offsets)"
+        );
+        Ok(Self::new(producer, Mode::Ordered))
     }
 
     pub fn mode(&self) -> Mode {
@@ -165,5 +259,39 @@ impl OutputSink {
     /// Flushes whatever is queued (used at shutdown after a commit).
     pub fn flush(&self) {
         let _ = self.producer.flush(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_is_transient_and_refusal_is_unsupported() {
+        use RDKafkaErrorCode::*;
+        assert_eq!(
+            classify_init_error(OperationTimedOut, false),
+            InitFailure::Transient
+        );
+        assert_eq!(
+            classify_init_error(CoordinatorNotAvailable, false),
+            InitFailure::Transient
+        );
+        assert_eq!(
+            classify_init_error(UnsupportedVersion, true),
+            InitFailure::Transient
+        );
+        assert_eq!(
+            classify_init_error(UnsupportedVersion, false),
+            InitFailure::Unsupported
+        );
+        assert_eq!(
+            classify_init_error(TransactionalIdAuthorizationFailed, false),
+            InitFailure::Unsupported
+        );
+        assert_eq!(
+            classify_init_error(ClusterAuthorizationFailed, false),
+            InitFailure::Unsupported
+        );
     }
 }
