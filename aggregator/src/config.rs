@@ -57,3 +57,9 @@ impl Default for AggregatorConfig {
         }
     }
 }
+
+impl weir_core::service::StageConfig for AggregatorConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}

@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod kafka;
 pub mod ops;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;

@@ -41,7 +41,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn init(service: &'static str, cfg: &TelemetryConfig) -> anyhow::Result<Self> {
+    pub fn init(service: &str, cfg: &TelemetryConfig) -> anyhow::Result<Self> {
         let filter =
             EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&cfg.log_level))?;
         let fmt = match cfg.log_format.as_str() {
@@ -62,7 +62,7 @@ impl Telemetry {
                 .with_endpoint(&cfg.otlp_endpoint)
                 .build()?;
             let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name(service)
+                .with_service_name(service.to_string())
                 .build();
             Some(
                 SdkTracerProvider::builder()
@@ -73,7 +73,7 @@ impl Telemetry {
         };
         let otel = tracer
             .as_ref()
-            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+            .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_string())));
         tracing_subscriber::registry()
             .with(filter)
             .with(fmt)

@@ -43,3 +43,9 @@ impl Default for IngestConfig {
         }
     }
 }
+
+impl weir_core::service::StageConfig for IngestConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}

@@ -91,3 +91,9 @@ impl ProcessorConfig {
         Ok(())
     }
 }
+
+impl weir_core::service::StageConfig for ProcessorConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}

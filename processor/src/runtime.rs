@@ -241,79 +241,50 @@ impl Processor {
             return Ok(()); // already processed before a rewind
         }
         part.last_input = Instant::now();
-        match self.codec.decode_event(msg.payload()).await {
+        let topics = &self.cfg.topics;
+        let source = || format!("{}/{p}/{offset}", topics.raw);
+        // Where the record goes: (verdict, and the topic, key and headers of its copy, if any).
+        let (verdict, routed) = match self.codec.decode_event(msg.payload()).await {
             Ok(event) => {
-                let verdict = part.state.process(offset, &event);
-                part.next = offset + 1;
-                part.touched = true;
-                let key = event.event_id.as_bytes().to_vec();
-                let payload = msg.payload().map(<[u8]>::to_vec);
-                match verdict {
+                let key = event.event_id.clone().into_bytes();
+                match part.state.process(offset, &event) {
                     Verdict::Accepted { window_start } => {
-                        metrics::counter!("weir_processor_events_total", "verdict" => "accepted")
-                            .increment(1);
-                        let headers = OwnedHeaders::new()
+                        let h = OwnedHeaders::new()
                             .insert(header("weir-window-start", &window_start.to_string()));
-                        let topic = self.cfg.topics.clean.clone();
-                        self.sink
-                            .send_output(OutRecord {
-                                topic,
-                                partition: None,
-                                key,
-                                payload,
-                                headers,
-                            })
-                            .await?;
+                        ("accepted", Some((&topics.clean, key, h)))
                     }
-                    Verdict::Duplicate => {
-                        metrics::counter!("weir_processor_events_total", "verdict" => "duplicate")
-                            .increment(1);
-                    }
+                    Verdict::Duplicate => ("duplicate", None),
                     Verdict::Late { watermark } => {
-                        metrics::counter!("weir_processor_events_total", "verdict" => "late")
-                            .increment(1);
-                        let headers = OwnedHeaders::new()
+                        let h = OwnedHeaders::new()
                             .insert(header("weir-reason", "later than the allowed lateness"))
                             .insert(header("weir-watermark", &watermark.to_string()))
-                            .insert(header(
-                                "weir-source",
-                                &format!("{}/{p}/{offset}", self.cfg.topics.raw),
-                            ));
-                        let topic = self.cfg.topics.late.clone();
-                        self.sink
-                            .send_output(OutRecord {
-                                topic,
-                                partition: None,
-                                key,
-                                payload,
-                                headers,
-                            })
-                            .await?;
+                            .insert(header("weir-source", &source()));
+                        ("late", Some((&topics.late, key, h)))
                     }
                 }
             }
             Err(CodecError::Invalid(reason)) => {
-                metrics::counter!("weir_processor_events_total", "verdict" => "invalid")
-                    .increment(1);
                 tracing::warn!(partition = p, offset, %reason, "poison record sent to the invalid topic");
-                part.next = offset + 1;
-                part.touched = true;
-                let headers = OwnedHeaders::new()
+                let key = msg.key().map(<[u8]>::to_vec).unwrap_or_default();
+                let h = OwnedHeaders::new()
                     .insert(header("weir-error", &reason))
-                    .insert(header(
-                        "weir-source",
-                        &format!("{}/{p}/{offset}", self.cfg.topics.raw),
-                    ));
-                let out = OutRecord {
-                    topic: self.cfg.topics.invalid.clone(),
-                    partition: None,
-                    key: msg.key().map(<[u8]>::to_vec).unwrap_or_default(),
-                    payload: msg.payload().map(<[u8]>::to_vec),
-                    headers,
-                };
-                self.sink.send_output(out).await?;
+                    .insert(header("weir-source", &source()));
+                ("invalid", Some((&topics.invalid, key, h)))
             }
             Err(e @ CodecError::Unavailable(_)) => return Err(e.into()),
+        };
+        part.next = offset + 1;
+        part.touched = true;
+        metrics::counter!("weir_processor_events_total", "verdict" => verdict).increment(1);
+        if let Some((topic, key, headers)) = routed {
+            let out = OutRecord {
+                topic: topic.clone(),
+                partition: None,
+                key,
+                payload: msg.payload().map(<[u8]>::to_vec),
+                headers,
+            };
+            self.sink.send_output(out).await?;
         }
         self.batch_len += 1;
         Ok(())
