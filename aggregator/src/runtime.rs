@@ -130,6 +130,7 @@ impl Aggregator {
     }
 
     /// Inserts the batch, retrying until ClickHouse takes it, then commits.
+    #[tracing::instrument(name = "clickhouse_insert", skip_all, fields(events = batch.events.len(), aggregates = batch.aggregates.len()))]
     async fn flush(&self, batch: Batch, ready: &Readiness, shutdown: &CancellationToken) {
         if batch.offsets.is_empty() {
             return;

@@ -102,6 +102,7 @@ fn field_errors(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
+#[tracing::instrument(name = "post_event", skip_all)]
 async fn single(State(state): State<Arc<ApiState>>, body: Body) -> Response {
     let v = match read_json(&state, body).await {
         Ok(v) => v,
@@ -128,6 +129,7 @@ async fn single(State(state): State<Arc<ApiState>>, body: Body) -> Response {
         .into_response()
 }
 
+#[tracing::instrument(name = "post_batch", skip_all)]
 async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
     let v = match read_json(&state, body).await {
         Ok(v) => v,

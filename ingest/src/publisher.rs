@@ -41,6 +41,7 @@ impl EventPublisher {
         }
     }
 
+    #[tracing::instrument(name = "kafka_publish", skip_all, fields(events = events.len()))]
     pub async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
         let mut payloads = Vec::with_capacity(events.len());
         for e in events {

@@ -290,6 +290,7 @@ impl Processor {
         Ok(())
     }
 
+    #[tracing::instrument(name = "commit_batch", skip_all, fields(records = self.batch_len, mode = self.sink.mode().as_str()))]
     async fn commit(&mut self) -> anyhow::Result<()> {
         if self.batch_len == 0 && !self.parts.values().any(|p| p.touched) {
             self.export_gauges();
@@ -364,6 +365,7 @@ impl Processor {
     }
 
     /// Loads partition `p` as of its committed offset.
+    #[tracing::instrument(name = "restore_partition", skip(self))]
     async fn restore(&self, p: i32) -> anyhow::Result<Part> {
         let started = Instant::now();
         let committed = self.committed_offset(p)?;
