@@ -182,32 +182,35 @@ impl Processor {
                 _ = shutdown.cancelled() => break,
                 r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
                     Err(_) => break,
-                    Ok(m) => m,
+                    // Detached so the borrow of the consumer ends before we use it again.
+                    Ok(m) => m.map(|m| m.detach()),
                 },
             };
-            if self
-                .consumer
-                .context()
-                .revoked
-                .swap(false, Ordering::SeqCst)
-            {
-                // The batch may hold records of partitions we no longer own.
-                self.sink.abort()?;
-                self.parts.clear();
-                self.batch_len = 0;
+            self.drop_if_revoked()?;
+            match msg {
+                Ok(m) => self.handle(&m).await?,
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
             }
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    continue;
-                }
-            };
-            // Detached so the borrow of the consumer ends before we use it again.
-            let msg = msg.detach();
-            self.handle(&msg).await?;
         }
+        self.drop_if_revoked()?;
         self.commit().await
+    }
+
+    /// After a revocation the batch may hold records of partitions this
+    /// instance no longer owns: drop it and all state; what is still ours is
+    /// restored again from the committed offsets.
+    fn drop_if_revoked(&mut self) -> anyhow::Result<()> {
+        if self
+            .consumer
+            .context()
+            .revoked
+            .swap(false, Ordering::SeqCst)
+        {
+            self.sink.abort()?;
+            self.parts.clear();
+            self.batch_len = 0;
+        }
+        Ok(())
     }
 
     async fn handle(&mut self, msg: &rdkafka::message::OwnedMessage) -> anyhow::Result<()> {
@@ -215,25 +218,19 @@ impl Processor {
         let offset = msg.offset();
         if !self.parts.contains_key(&p) {
             let part = self.restore(p).await?;
-            if offset != part.next {
+            let next = part.next;
+            self.parts.insert(p, part);
+            if offset != next {
                 tracing::info!(
                     partition = p,
                     at = offset,
-                    committed = part.next,
+                    committed = next,
                     "seeking to the committed offset"
                 );
-                self.consumer.seek(
-                    &self.cfg.topics.raw,
-                    p,
-                    Offset::Offset(part.next),
-                    Duration::from_secs(10),
-                )?;
-                self.parts.insert(p, part);
-                if offset != self.parts[&p].next {
-                    return Ok(());
-                }
-            } else {
-                self.parts.insert(p, part);
+                let timeout = Duration::from_secs(10);
+                self.consumer
+                    .seek(&self.cfg.topics.raw, p, Offset::Offset(next), timeout)?;
+                return Ok(());
             }
         }
         let part = self.parts.get_mut(&p).expect("restored above");
