@@ -49,6 +49,9 @@ wait_http "http://127.0.0.1:$CLICKHOUSE_PORT/ping" clickhouse
 export WEIR_KAFKA__BROKERS="127.0.0.1:$KAFKA_PORT"
 export WEIR_SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT"
 export WEIR_CLICKHOUSE__URL="http://127.0.0.1:$CLICKHOUSE_PORT"
+# The local stack's demo write key; production keys come from a file or a Secret.
+WRITE_KEY="${WEIR_DEMO_WRITE_KEY:-weir-demo-key}"
+export WEIR_AUTH__WRITE_KEYS="$WRITE_KEY:demo"
 log "starting ingest on $INGEST_PORT, processor on $PROCESSOR_PORT, aggregator on $AGGREGATOR_PORT"
 WEIR_LISTEN="127.0.0.1:$INGEST_PORT" start ingest "$BIN/ingest"
 WEIR_LISTEN="127.0.0.1:$PROCESSOR_PORT" WEIR_INSTANCE_ID=local-0 start processor "$BIN/processor"
@@ -68,6 +71,7 @@ done
 events+="{\"event_id\":\"demo-$now-1\",\"name\":\"page_view\",\"user_id\":\"user-1\",\"channel\":\"web\",\"properties\":{\"n\":1}},"
 events+="{\"event_id\":\"demo-$now-2\",\"name\":\"cart.add\",\"user_id\":\"user-2\",\"channel\":\"web\",\"properties\":{\"n\":2}}"
 curl -fsS -X POST "http://127.0.0.1:$INGEST_PORT/v1/events/batch" -H 'content-type: application/json' \
+  -H "authorization: Bearer $WRITE_KEY" \
   -d "{\"events\":[${events}]}" > "$STATE/logs/demo-response.json"
 log "ingest answered: $(head -c 300 "$STATE/logs/demo-response.json")..."
 
@@ -79,5 +83,5 @@ for name in page_view cart.add; do
   done
   echo "GET /v1/metrics?name=$name -> $out"
 done
-log "the stack keeps running: ingest http://127.0.0.1:$INGEST_PORT, query API http://127.0.0.1:$AGGREGATOR_PORT"
+log "the stack keeps running: ingest http://127.0.0.1:$INGEST_PORT (write key $WRITE_KEY), query API http://127.0.0.1:$AGGREGATOR_PORT"
 log "logs in $STATE/logs; stop everything with deploy/local/down.sh"

@@ -5,14 +5,48 @@ use weir_core::kafka::KafkaConfig;
 use weir_core::telemetry::TelemetryConfig;
 use weir_core::topics::Topics;
 
+/// Write-key authentication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// On by default: a request without a valid write key gets 401.
+    pub enabled: bool,
+    /// `KEY:TENANT` entries, comma-separated (handy as `WEIR_AUTH__WRITE_KEYS`).
+    pub write_keys: String,
+    /// A file of `KEY:TENANT` lines; `#` starts a comment.
+    pub write_keys_file: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            write_keys: String::new(),
+            write_keys_file: String::new(),
+        }
+    }
+}
+
+/// Per-write-key token bucket, counted in events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained events per second per key; 0 turns the limit off.
+    pub events_per_second: u32,
+    /// Bucket size: the largest burst; 0 means one second's worth.
+    pub burst: u32,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
     /// Address of the event API and the ops endpoints.
     pub listen: String,
     pub schema_registry_url: String,
-    /// Tenant stamped on events (write keys that map to tenants come later).
+    /// Tenant stamped on events when auth is off; with auth on, the key's tenant.
     pub tenant: String,
+    pub auth: AuthConfig,
+    pub rate_limit: RateLimitConfig,
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
     pub max_future_skew_ms: i64,
@@ -31,6 +65,8 @@ impl Default for IngestConfig {
             listen: "0.0.0.0:8080".into(),
             schema_registry_url: "http://127.0.0.1:8081".into(),
             tenant: "default".into(),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             max_body_bytes: 5 * 1024 * 1024,
             max_batch_events: 1_000,
             max_future_skew_ms: 10 * 60 * 1000,

@@ -1,37 +1,57 @@
-//! The event API: `POST /v1/events` (one event) and `POST /v1/events/batch`.
+//! The event API: `POST /v1/events` (one event), `POST /v1/events/batch`
+//! (`{"events": [...]}`) and `POST /v1/events/ndjson` (one event a line).
 //!
-//! A request's journey: read the body under the size limit, parse JSON,
-//! validate each event (`validate`), publish the valid ones (`publisher`),
-//! and answer 202 only after Kafka acknowledged them.
+//! A request's journey: authenticate the write key (`auth`), read the body
+//! under the size limit and inflate gzip (`body`), parse, validate each event
+//! (`validate`), charge the key's rate limit, publish the valid events
+//! (`publisher`), and answer 202 only after Kafka acknowledged them.
 //!
 //! Batches are answered per event: valid events are accepted even when
 //! others in the same batch are rejected (202 with a `rejected` list); a
 //! batch with no valid event is a 400.
 
+use crate::auth::{AuthError, WriteKeys};
+use crate::body::{self, BodyError};
 use crate::publisher::{EventPublisher, PublishError};
 use crate::validate::{to_event, FieldError, Limits};
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 use serde_json::{json, Value};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct ApiState {
     pub publisher: EventPublisher,
     pub limits: Limits,
-    pub tenant: String,
+    /// `None` when auth is off; every event then gets `default_tenant`.
+    pub write_keys: Option<WriteKeys>,
+    pub default_tenant: String,
+    pub rate_limit: Option<DefaultKeyedRateLimiter<String>>,
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
+}
+
+/// A token bucket per key of `events_per_second`, or none when that is 0.
+pub fn rate_limiter(events_per_second: u32, burst: u32) -> Option<DefaultKeyedRateLimiter<String>> {
+    let rate = NonZeroU32::new(events_per_second)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    Some(DefaultKeyedRateLimiter::keyed(
+        Quota::per_second(rate).allow_burst(burst),
+    ))
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/events", post(single))
         .route("/v1/events/batch", post(batch))
+        .route("/v1/events/ndjson", post(ndjson))
         .with_state(state)
 }
 
@@ -46,27 +66,94 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>, extra: Valu
     (status, Json(json!({ "error": body }))).into_response()
 }
 
-async fn read_json(state: &ApiState, body: Body) -> Result<Value, Response> {
-    let bytes = to_bytes(body, state.max_body_bytes).await.map_err(|_| {
-        error(
+fn body_error(e: BodyError) -> Response {
+    match e {
+        BodyError::TooLarge { max } => error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("request body exceeds {} bytes", state.max_body_bytes),
+            format!("request body exceeds {max} bytes"),
             json!({}),
-        )
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
+        ),
+        BodyError::BadEncoding(m) => {
+            error(StatusCode::BAD_REQUEST, "invalid_encoding", m, json!({}))
+        }
+        BodyError::UnsupportedEncoding(enc) => error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {enc:?} is not supported; use gzip or none"),
+            json!({}),
+        ),
+        BodyError::Malformed {
+            line,
+            column,
+            message,
+        } => error(
             StatusCode::BAD_REQUEST,
             "malformed_json",
-            format!(
-                "malformed JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-            json!({"line": e.line(), "column": e.column()}),
-        )
-    })
+            format!("malformed JSON at line {line} column {column}: {message}"),
+            json!({"line": line, "column": column}),
+        ),
+    }
+}
+
+/// Authenticates and reads the body: the tenant and the (inflated) bytes.
+async fn accept(
+    state: &ApiState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, axum::body::Bytes), Response> {
+    let tenant = match &state.write_keys {
+        None => state.default_tenant.clone(),
+        Some(keys) => match keys.tenant(headers) {
+            Ok(t) => t.to_string(),
+            Err(e) => {
+                let message = match e {
+                    AuthError::Missing => "a write key is required: Authorization: Bearer <key>, Basic, or X-Write-Key",
+                    AuthError::Invalid => "the write key is not valid",
+                };
+                let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", message, json!({}));
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return Err(r);
+            }
+        },
+    };
+    let bytes = body::read(headers, body, state.max_body_bytes)
+        .await
+        .map_err(body_error)?;
+    Ok((tenant, bytes))
+}
+
+/// Charges `n` events to the tenant's bucket; the 429 when it is empty.
+fn over_limit(state: &ApiState, tenant: &str, n: usize) -> Option<Response> {
+    let limiter = state.rate_limit.as_ref()?;
+    let n = NonZeroU32::new(n.max(1) as u32).expect("at least 1");
+    let retry_after = match limiter.check_key_n(&tenant.to_string(), n) {
+        Ok(Ok(())) => return None,
+        Ok(Err(not_until)) => {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                + 1
+        }
+        Err(_) => {
+            return Some(error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("{n} events exceed this key's burst; send smaller batches"),
+                json!({}),
+            ))
+        }
+    };
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "this write key is over its rate limit",
+        json!({}),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    Some(r)
 }
 
 fn now_ms() -> i64 {
@@ -84,7 +171,7 @@ fn publish_error(e: PublishError) -> Response {
         json!({}),
     );
     r.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
@@ -103,12 +190,16 @@ fn field_errors(errors: &[FieldError]) -> String {
 }
 
 #[tracing::instrument(name = "post_event", skip_all)]
-async fn single(State(state): State<Arc<ApiState>>, body: Body) -> Response {
-    let v = match read_json(&state, body).await {
-        Ok(v) => v,
+async fn single(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
+    let (tenant, bytes) = match accept(&state, &headers, body).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let event = match to_event(&v, now_ms(), &state.tenant, &state.limits) {
+    let v = match body::json(&bytes) {
+        Ok(v) => v,
+        Err(e) => return body_error(e),
+    };
+    let event = match to_event(&v, now_ms(), &tenant, &state.limits) {
         Ok(e) => e,
         Err(errors) => {
             return error(
@@ -119,6 +210,9 @@ async fn single(State(state): State<Arc<ApiState>>, body: Body) -> Response {
             )
         }
     };
+    if let Some(r) = over_limit(&state, &tenant, 1) {
+        return r;
+    }
     if let Err(e) = state.publisher.publish(std::slice::from_ref(&event)).await {
         return publish_error(e);
     }
@@ -130,17 +224,17 @@ async fn single(State(state): State<Arc<ApiState>>, body: Body) -> Response {
 }
 
 #[tracing::instrument(name = "post_batch", skip_all)]
-async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
-    let v = match read_json(&state, body).await {
-        Ok(v) => v,
+async fn batch(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
+    let (tenant, bytes) = match accept(&state, &headers, body).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let list = match v {
-        Value::Object(mut o) if o.len() == 1 && o.contains_key("events") => {
+    let list = match body::json(&bytes) {
+        Ok(Value::Object(mut o)) if o.len() == 1 && o.contains_key("events") => {
             o.remove("events").unwrap_or(Value::Null)
         }
-        other @ Value::Array(_) => other,
-        _ => {
+        Ok(other @ Value::Array(_)) => other,
+        Ok(_) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_batch",
@@ -148,6 +242,7 @@ async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
                 json!({}),
             )
         }
+        Err(e) => return body_error(e),
     };
     let Value::Array(items) = list else {
         return error(
@@ -157,6 +252,30 @@ async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
             json!({}),
         );
     };
+    let items = items.into_iter().map(|v| (None, Ok(v))).collect();
+    publish_many(&state, &tenant, items).await
+}
+
+#[tracing::instrument(name = "post_ndjson", skip_all)]
+async fn ndjson(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
+    let (tenant, bytes) = match accept(&state, &headers, body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let items = body::ndjson(&bytes)
+        .into_iter()
+        .map(|(line, v)| (Some(line), v))
+        .collect();
+    publish_many(&state, &tenant, items).await
+}
+
+/// Validates a list of (line, parsed) entries, publishes the valid ones and
+/// answers per entry.
+async fn publish_many(
+    state: &ApiState,
+    tenant: &str,
+    items: Vec<(Option<usize>, Result<Value, BodyError>)>,
+) -> Response {
     if items.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -180,11 +299,29 @@ async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
     let received_at = now_ms();
     let mut accepted = vec![];
     let mut rejected = vec![];
-    for (index, item) in items.iter().enumerate() {
-        match to_event(item, received_at, &state.tenant, &state.limits) {
+    for (index, (line, item)) in items.into_iter().enumerate() {
+        let result = item
+            .map_err(|e| match e {
+                BodyError::Malformed { message, .. } => vec![FieldError {
+                    field: String::new(),
+                    message,
+                }],
+                other => vec![FieldError {
+                    field: String::new(),
+                    message: format!("{other:?}"),
+                }],
+            })
+            .and_then(|v| to_event(&v, received_at, tenant, &state.limits));
+        match result {
             Ok(e) => accepted.push((index, e)),
-            Err(errors) => rejected
-                .push(json!({"index": index, "message": field_errors(&errors), "fields": errors})),
+            Err(errors) => {
+                let mut r =
+                    json!({"index": index, "message": field_errors(&errors), "fields": errors});
+                if let Some(line) = line {
+                    r["line"] = json!(line);
+                }
+                rejected.push(r);
+            }
         }
     }
     metrics::counter!("weir_ingest_events_rejected_total").increment(rejected.len() as u64);
@@ -195,6 +332,9 @@ async fn batch(State(state): State<Arc<ApiState>>, body: Body) -> Response {
             "no event in the batch is valid",
             json!({ "rejected": rejected }),
         );
+    }
+    if let Some(r) = over_limit(state, tenant, accepted.len()) {
+        return r;
     }
     let events: Vec<_> = accepted.iter().map(|(_, e)| e.clone()).collect();
     if let Err(e) = state.publisher.publish(&events).await {

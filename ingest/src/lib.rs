@@ -2,6 +2,8 @@
 //! time, encodes them as Avro in the Confluent wire format and writes them to
 //! `events.raw`, answering 2xx only once Kafka has them.
 
+pub mod auth;
+pub mod body;
 pub mod config;
 pub mod http;
 pub mod publisher;
@@ -16,6 +18,31 @@ use weir_core::topics::{ensure_topics, TopicSpec};
 
 /// Connects to Kafka and the registry and returns the API state.
 pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
+    // Configuration mistakes fail before any network wait.
+    let write_keys = if cfg.auth.enabled {
+        let mut text = cfg.auth.write_keys.clone();
+        if !cfg.auth.write_keys_file.is_empty() {
+            let file = std::fs::read_to_string(&cfg.auth.write_keys_file).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read auth.write_keys_file {}: {e}",
+                    cfg.auth.write_keys_file
+                )
+            })?;
+            text.push('\n');
+            text.push_str(&file);
+        }
+        let keys = auth::WriteKeys::parse(&text)?;
+        anyhow::ensure!(
+            !keys.is_empty(),
+            "auth is on but no write keys are configured: set auth.write_keys (WEIR_AUTH__WRITE_KEYS=KEY:TENANT) \
+             or auth.write_keys_file, or turn auth off with auth.enabled=false"
+        );
+        tracing::info!(keys = keys.len(), "write-key auth on");
+        Some(keys)
+    } else {
+        tracing::warn!(tenant = %cfg.tenant, "write-key auth is off; every event is stamped with the default tenant");
+        None
+    };
     let raw = [TopicSpec {
         name: &cfg.topics.raw,
         partitions: cfg.kafka.partitions,
@@ -52,7 +79,9 @@ pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
             max_properties: cfg.max_properties,
             ..Default::default()
         },
-        tenant: cfg.tenant.clone(),
+        write_keys,
+        default_tenant: cfg.tenant.clone(),
+        rate_limit: http::rate_limiter(cfg.rate_limit.events_per_second, cfg.rate_limit.burst),
         max_body_bytes: cfg.max_body_bytes,
         max_batch_events: cfg.max_batch_events,
     };

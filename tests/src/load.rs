@@ -8,6 +8,10 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// The write key the test stacks configure, and its tenant.
+pub const WRITE_KEY: &str = "test-write-key-1";
+pub const TENANT: &str = "test";
+
 pub const NAMES: &[&str] = &["shop.page_view", "shop.cart_add", "shop.checkout"];
 
 /// A reproducible event mix and the answers a correct pipeline must give.
@@ -120,6 +124,7 @@ pub async fn post_batches(
             attempts += 1;
             let result = client
                 .post(format!("{ingest}/v1/events/batch"))
+                .bearer_auth(WRITE_KEY)
                 .json(&body)
                 .send()
                 .await;
@@ -150,6 +155,14 @@ pub async fn post_batches(
 
 /// The distinct keys in `topic` (read_committed), read to the end.
 pub fn topic_keys(brokers: &str, topic: &str) -> anyhow::Result<BTreeSet<String>> {
+    Ok(topic_records(brokers, topic)?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect())
+}
+
+/// Every (key, payload) in `topic` (read_committed), read to the end.
+pub fn topic_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "weir-test-reader")
@@ -167,9 +180,9 @@ pub fn topic_keys(brokers: &str, topic: &str) -> anyhow::Result<BTreeSet<String>
             remaining += 1;
         }
     }
-    let mut keys = BTreeSet::new();
+    let mut records = Vec::new();
     if remaining == 0 {
-        return Ok(keys);
+        return Ok(records);
     }
     let highs: std::collections::HashMap<i32, i64> = partitions
         .iter()
@@ -187,9 +200,9 @@ pub fn topic_keys(brokers: &str, topic: &str) -> anyhow::Result<BTreeSet<String>
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            if let Some(k) = m?.key() {
-                keys.insert(String::from_utf8_lossy(k).into_owned());
-            }
+            let m = m?;
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            records.push((key, m.payload().unwrap_or_default().to_vec()));
             continue;
         }
         // Positions move past transaction markers too, which are never delivered.
@@ -206,5 +219,5 @@ pub fn topic_keys(brokers: &str, topic: &str) -> anyhow::Result<BTreeSet<String>
             break;
         }
     }
-    Ok(keys)
+    Ok(records)
 }

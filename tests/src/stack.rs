@@ -220,6 +220,10 @@ impl Stack {
             ),
             ("WEIR_CLICKHOUSE__BATCH_INTERVAL_MS", "300".into()),
             ("WEIR_COMMIT_INTERVAL_MS", "200".into()),
+            (
+                "WEIR_AUTH__WRITE_KEYS",
+                format!("{}:{}", crate::load::WRITE_KEY, crate::load::TENANT),
+            ),
             ("RUST_LOG", "info,librdkafka=warn,rdkafka=warn".into()),
             ("RUST_BACKTRACE", "0".into()),
         ]

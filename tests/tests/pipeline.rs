@@ -223,6 +223,7 @@ async fn bad_input_is_named_and_good_events_still_land() {
     let post = |path: &str, body: &str| {
         client
             .post(ingest.url(path))
+            .bearer_auth(weir_tests::load::WRITE_KEY)
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()

@@ -1,0 +1,260 @@
+//! The gateway on the real broker and registry: write keys, tenants, the
+//! rate limit, NDJSON and gzip bodies, and their errors.
+
+use base64::Engine;
+use serde_json::{json, Value};
+use std::io::Write;
+use weir_core::codec::Codec;
+use weir_tests::load::{topic_records, TENANT, WRITE_KEY};
+use weir_tests::{Stack, Stage};
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+async fn post(
+    ingest: &Stage,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = reqwest::Client::new().post(ingest.url(path)).body(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("ingest answers");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.json().await.unwrap_or(Value::Null), headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_keys_rate_limit_ndjson_and_gzip() {
+    let stack = Stack::start().await;
+    let ingest = stack.stage(
+        "ingest",
+        "0",
+        &[
+            ("WEIR_RATE_LIMIT__EVENTS_PER_SECOND", "5"),
+            ("WEIR_RATE_LIMIT__BURST", "20"),
+        ],
+    );
+    ingest.wait_ready().await;
+    let event = |id: &str| {
+        json!({"event_id": id, "name": "shop.view", "user_id": "u"})
+            .to_string()
+            .into_bytes()
+    };
+
+    // Auth is on by default: no key and a wrong key are told apart, both 401.
+    let (s, v, h) = post(&ingest, "/v1/events", None, &[], event("nokey")).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{v}"
+    );
+    assert_eq!(h["www-authenticate"], "Bearer");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("required"),
+        "{v}"
+    );
+    let (s, v, _) = post(
+        &ingest,
+        "/v1/events",
+        Some("wrong-key-123"),
+        &[],
+        event("badkey"),
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid"),
+        "{v}"
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"))
+    );
+    let (s, _, _) = post(
+        &ingest,
+        "/v1/events",
+        None,
+        &[("authorization", &basic)],
+        event("basic-1"),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (s, _, _) = post(
+        &ingest,
+        "/v1/events",
+        None,
+        &[("x-write-key", WRITE_KEY)],
+        event("header-1"),
+    )
+    .await;
+    assert_eq!(s, 202);
+
+    // NDJSON: a bad line is rejected by line number, the good ones land.
+    let nd = b"{\"event_id\":\"nd-1\",\"name\":\"shop.view\"}\n{oops\n\n{\"event_id\":\"nd-2\",\"name\":\"shop.view\"}\n".to_vec();
+    let (s, v, _) = post(
+        &ingest,
+        "/v1/events/ndjson",
+        Some(WRITE_KEY),
+        &[("content-type", "application/x-ndjson")],
+        nd,
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["accepted"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["rejected"][0]["line"], 2, "{v}");
+
+    // gzip bodies, sendBeacon's text/plain, and an unsupported encoding.
+    let body = json!({"events": [{"event_id": "gz-1", "name": "shop.view"}]}).to_string();
+    let (s, v, _) = post(
+        &ingest,
+        "/v1/events/batch",
+        Some(WRITE_KEY),
+        &[("content-encoding", "gzip")],
+        gzip(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let (s, _, _) = post(
+        &ingest,
+        "/v1/events",
+        Some(WRITE_KEY),
+        &[("content-type", "text/plain")],
+        event("beacon-1"),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (s, v, _) = post(
+        &ingest,
+        "/v1/events",
+        Some(WRITE_KEY),
+        &[("content-encoding", "br")],
+        event("br-1"),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (415, Some("unsupported_encoding"))
+    );
+    let bomb = gzip(&vec![b' '; 20 * 1024 * 1024]);
+    let (s, v, _) = post(
+        &ingest,
+        "/v1/events",
+        Some(WRITE_KEY),
+        &[("content-encoding", "gzip")],
+        bomb,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (413, Some("body_too_large")),
+        "a gzip bomb is cut off at the body limit"
+    );
+
+    // The rate limit: 20 events of burst are spent above; the next batch waits.
+    let many: Vec<Value> = (0..20)
+        .map(|i| json!({"event_id": format!("rl-{i}"), "name": "shop.view"}))
+        .collect();
+    let (s, v, h) = post(
+        &ingest,
+        "/v1/events/batch",
+        Some(WRITE_KEY),
+        &[],
+        json!({"events": many}).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{v}"
+    );
+    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+
+    // Every accepted event is in Kafka, stamped with the key's tenant; nothing rejected is.
+    let records = topic_records(&stack.brokers(), "events.raw").unwrap();
+    let codec = Codec::new(
+        &format!("http://127.0.0.1:{}", stack.registry_port),
+        "events.raw",
+        "aggregates.1m",
+    )
+    .unwrap();
+    for (key, payload) in &records {
+        let e = codec
+            .decode_event(Some(payload))
+            .await
+            .expect("Avro in the Confluent wire format");
+        assert_eq!(
+            (&e.event_id, e.tenant.as_str()),
+            (key, TENANT),
+            "stamped with the key's tenant"
+        );
+    }
+    let keys: std::collections::BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
+    let expected: std::collections::BTreeSet<String> =
+        ["basic-1", "header-1", "nd-1", "nd-2", "gz-1", "beacon-1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    assert_eq!(keys, expected);
+    assert!(
+        ingest
+            .proc
+            .log_tail(500)
+            .lines()
+            .all(|l| !l.contains(WRITE_KEY)),
+        "write keys never reach the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_off_uses_the_default_tenant_and_auth_on_needs_keys() {
+    let stack = Stack::start().await;
+    let open = stack.stage(
+        "ingest",
+        "open",
+        &[
+            ("WEIR_AUTH__ENABLED", "false"),
+            ("WEIR_AUTH__WRITE_KEYS", ""),
+        ],
+    );
+    open.wait_ready().await;
+    let (s, v, _) = post(
+        &open,
+        "/v1/events",
+        None,
+        &[],
+        br#"{"name":"shop.view"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+
+    // Auth on without any key is a configuration error, said at start.
+    let mut closed = stack.stage("ingest", "nokeys", &[("WEIR_AUTH__WRITE_KEYS", "")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !closed
+        .proc
+        .log_tail(50)
+        .contains("no write keys are configured")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            closed.proc.log_tail(50)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    closed.proc.kill9();
+}
