@@ -12,6 +12,7 @@
 
 use crate::auth::{AuthError, WriteKeys};
 use crate::body::{self, BodyError};
+use crate::compat;
 use crate::publisher::{EventPublisher, PublishError};
 use crate::validate::{to_event, FieldError, Limits};
 use axum::body::Body;
@@ -52,6 +53,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/events", post(single))
         .route("/v1/events/batch", post(batch))
         .route("/v1/events/ndjson", post(ndjson))
+        // Drop-in paths of the systems weir replaces, answering in their shapes.
+        .route("/events", post(legacy_single))
+        .route("/events/batch", post(legacy_batch))
+        .route("/api/write", post(legacy_write))
         .with_state(state)
 }
 
@@ -189,14 +194,66 @@ fn field_errors(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
-#[tracing::instrument(name = "post_event", skip_all)]
+/// How a route answers: weir's own shape, or that of the system it stands in for.
+#[derive(Debug, Clone, Copy)]
+enum Style {
+    Weir,
+    /// event-stream: `{"id": ...}` and `{"ids": [...]}`.
+    EventStream,
+    /// event-service: `{"log": {...}}`.
+    EventService,
+}
+
 async fn single(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
-    let (tenant, bytes) = match accept(&state, &headers, body).await {
+    single_as(Style::Weir, &state, &headers, body).await
+}
+
+async fn legacy_single(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    single_as(Style::EventStream, &state, &headers, body).await
+}
+
+async fn legacy_write(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    single_as(Style::EventService, &state, &headers, body).await
+}
+
+async fn batch(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
+    batch_as(Style::Weir, &state, &headers, body).await
+}
+
+async fn legacy_batch(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    batch_as(Style::EventStream, &state, &headers, body).await
+}
+
+/// Maps a legacy shape to the native one, counting which shapes arrive.
+fn native(v: Value) -> Value {
+    let shape = compat::detect(&v);
+    if shape != compat::Shape::Native {
+        metrics::counter!("weir_ingest_legacy_events_total", "shape" => format!("{shape:?}"))
+            .increment(1);
+    }
+    compat::to_native(v)
+}
+
+#[tracing::instrument(name = "post_event", skip(state, headers, body))]
+async fn single_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
+    let (tenant, bytes) = match accept(state, headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
     let v = match body::json(&bytes) {
-        Ok(v) => v,
+        Ok(v) => native(v),
         Err(e) => return body_error(e),
     };
     let event = match to_event(&v, now_ms(), &tenant, &state.limits) {
@@ -210,22 +267,32 @@ async fn single(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bo
             )
         }
     };
-    if let Some(r) = over_limit(&state, &tenant, 1) {
+    if let Some(r) = over_limit(state, &tenant, 1) {
         return r;
     }
     if let Err(e) = state.publisher.publish(std::slice::from_ref(&event)).await {
         return publish_error(e);
     }
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"event_id": event.event_id})),
-    )
-        .into_response()
+    let body = match style {
+        Style::Weir => json!({"event_id": event.event_id}),
+        Style::EventStream => json!({"id": event.event_id}),
+        Style::EventService => json!({"event_id": event.event_id, "log": {
+            "event_name": event.name, "description": event.description,
+            "created_at": rfc3339(event.timestamp), "customer_id": event.customer_id,
+        }}),
+    };
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
-#[tracing::instrument(name = "post_batch", skip_all)]
-async fn batch(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
-    let (tenant, bytes) = match accept(&state, &headers, body).await {
+fn rfc3339(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+#[tracing::instrument(name = "post_batch", skip(state, headers, body))]
+async fn batch_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
+    let (tenant, bytes) = match accept(state, headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -253,7 +320,7 @@ async fn batch(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bod
         );
     };
     let items = items.into_iter().map(|v| (None, Ok(v))).collect();
-    publish_many(&state, &tenant, items).await
+    publish_many(style, state, &tenant, items).await
 }
 
 #[tracing::instrument(name = "post_ndjson", skip_all)]
@@ -266,12 +333,13 @@ async fn ndjson(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bo
         .into_iter()
         .map(|(line, v)| (Some(line), v))
         .collect();
-    publish_many(&state, &tenant, items).await
+    publish_many(Style::Weir, &state, &tenant, items).await
 }
 
 /// Validates a list of (line, parsed) entries, publishes the valid ones and
 /// answers per entry.
 async fn publish_many(
+    style: Style,
     state: &ApiState,
     tenant: &str,
     items: Vec<(Option<usize>, Result<Value, BodyError>)>,
@@ -311,7 +379,7 @@ async fn publish_many(
                     message: format!("{other:?}"),
                 }],
             })
-            .and_then(|v| to_event(&v, received_at, tenant, &state.limits));
+            .and_then(|v| to_event(&native(v), received_at, tenant, &state.limits));
         match result {
             Ok(e) => accepted.push((index, e)),
             Err(errors) => {
@@ -340,13 +408,18 @@ async fn publish_many(
     if let Err(e) = state.publisher.publish(&events).await {
         return publish_error(e);
     }
-    let accepted: Vec<Value> = accepted
-        .iter()
-        .map(|(i, e)| json!({"index": i, "event_id": e.event_id}))
-        .collect();
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"accepted": accepted, "rejected": rejected})),
-    )
-        .into_response()
+    let body = match style {
+        Style::EventStream => {
+            let ids: Vec<&str> = accepted.iter().map(|(_, e)| e.event_id.as_str()).collect();
+            json!({"ids": ids, "rejected": rejected})
+        }
+        Style::Weir | Style::EventService => {
+            let accepted: Vec<Value> = accepted
+                .iter()
+                .map(|(i, e)| json!({"index": i, "event_id": e.event_id}))
+                .collect();
+            json!({"accepted": accepted, "rejected": rejected})
+        }
+    };
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }

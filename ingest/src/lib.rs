@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod compat;
 pub mod config;
 pub mod http;
 pub mod publisher;

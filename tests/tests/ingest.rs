@@ -258,3 +258,107 @@ async fn auth_off_uses_the_default_tenant_and_auth_on_needs_keys() {
     }
     closed.proc.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_payload_shapes_land_as_weir_events() {
+    let stack = Stack::start().await;
+    let ingest = stack.stage("ingest", "0", &[]);
+    ingest.wait_ready().await;
+    let send = |path: &'static str, v: Value| {
+        let ingest = &ingest;
+        async move {
+            post(
+                ingest,
+                path,
+                Some(WRITE_KEY),
+                &[],
+                v.to_string().into_bytes(),
+            )
+            .await
+        }
+    };
+
+    // event-stream, on its own paths, answering in its own shape.
+    let (s, v, _) = send(
+        "/events",
+        json!({
+            "event_id": "es-1", "name": "page_view", "channel_type": "web", "user_pseudo_id": "p-1",
+            "event_params": [{"key": "page_title", "string_value": "Home"}],
+            "device": {"operating_system": "Windows", "browser_name": "Chrome"}
+        }),
+    )
+    .await;
+    assert_eq!((s, v["id"].as_str()), (202, Some("es-1")), "{v}");
+    let (s, v, _) = send("/events/batch", json!({"events": [
+        {"event_id": "es-2", "name": "page_view", "channel_type": "web", "user_id": "user-123"},
+        {"event_id": "es-3", "name": "button_click", "channel_type": "mobile", "user_id": "user-456"}
+    ]})).await;
+    assert_eq!((s, v["ids"].clone()), (202, json!(["es-2", "es-3"])), "{v}");
+    // event-service's write API.
+    let (s, v, _) = send("/api/write", json!({
+        "event_id": "svc-1", "event_name": "new customer", "description": "account was created", "customer_id": 18
+    })).await;
+    assert_eq!(
+        (
+            s,
+            v["log"]["event_name"].as_str(),
+            v["log"]["customer_id"].as_str()
+        ),
+        (202, Some("new_customer"), Some("18")),
+        "{v}"
+    );
+    // The first-party snippet's shape and logeater's shape, on weir's own endpoint.
+    let (s, _, _) = send("/v1/events", json!({"event_id": "fp-1", "event": "clicked_event", "url": "https://blog/a", "properties": {"id": "buy"}})).await;
+    assert_eq!(s, 202);
+    let (s, _, _) = send(
+        "/v1/events",
+        json!({"event_id": "le-1", "timestamp": 1_795_000_000, "service": "cart-svc",
+        "type": "cart.add", "user_id": "u-9", "details": "{\"sku\":\"X\"}"}),
+    )
+    .await;
+    assert_eq!(s, 202);
+
+    let codec = Codec::new(
+        &format!("http://127.0.0.1:{}", stack.registry_port),
+        "events.raw",
+        "aggregates.1m",
+    )
+    .unwrap();
+    let mut events = std::collections::BTreeMap::new();
+    for (_, payload) in topic_records(&stack.brokers(), "events.raw").unwrap() {
+        let e = codec.decode_event(Some(&payload)).await.unwrap();
+        events.insert(e.event_id.clone(), e);
+    }
+    assert_eq!(events.len(), 6, "{:?}", events.keys());
+    let es = &events["es-1"];
+    assert_eq!(
+        (es.anonymous_id.as_deref(), es.channel.as_deref()),
+        (Some("p-1"), Some("web"))
+    );
+    assert_eq!(es.properties["page_title"].to_string(), "Home");
+    assert_eq!(
+        es.context
+            .as_ref()
+            .unwrap()
+            .device
+            .as_ref()
+            .unwrap()
+            .browser
+            .as_deref(),
+        Some("Chrome")
+    );
+    assert_eq!(
+        events["svc-1"].description.as_deref(),
+        Some("account was created")
+    );
+    assert_eq!(
+        events["fp-1"].context.as_ref().unwrap().url.as_deref(),
+        Some("https://blog/a")
+    );
+    let le = &events["le-1"];
+    assert_eq!(
+        (le.name.as_str(), le.service.as_deref(), le.timestamp),
+        ("cart.add", Some("cart-svc"), 1_795_000_000_000)
+    );
+    assert_eq!(le.properties["sku"].to_string(), "X");
+}

@@ -1,0 +1,444 @@
+//! The payload shapes of the systems weir replaces, mapped onto weir's event
+//! model, so their clients can switch by changing a URL and adding a key.
+//!
+//! Each mapping turns a legacy JSON object into a native one, which then goes
+//! through the same validation as any event. `detect` tells the shapes apart
+//! by the fields only they use.
+
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Native,
+    /// `name`, `channel_type`, `event_params[{key, *_value}]`, `device`, `app_info`, ...
+    EventStream,
+    /// `event_name`, `description`, `created_at`, `customer_id` (`POST /api/write`).
+    EventService,
+    /// `{event, url, properties}` from a first-party browser snippet.
+    FirstParty,
+    /// `timestamp`, `service`, `type`, `user_id`, `details` (a JSON string).
+    Logeater,
+}
+
+const EVENT_STREAM_ONLY: &[&str] = &[
+    "channel_type",
+    "event_params",
+    "user_params",
+    "user_pseudo_id",
+    "app_info",
+    "previous_timestamp",
+    "date",
+    "device",
+];
+
+pub fn detect(v: &Value) -> Shape {
+    let Value::Object(o) = v else {
+        return Shape::Native;
+    };
+    let has = |k: &str| o.contains_key(k);
+    if has("event_name") {
+        Shape::EventService
+    } else if has("type") && has("service") && !has("name") {
+        Shape::Logeater
+    } else if has("event") && !has("name") {
+        Shape::FirstParty
+    } else if has("name") && EVENT_STREAM_ONLY.iter().any(|k| has(k)) {
+        Shape::EventStream
+    } else {
+        Shape::Native
+    }
+}
+
+/// The native form of `v`; a native event is returned unchanged.
+pub fn to_native(v: Value) -> Value {
+    let shape = detect(&v);
+    let Value::Object(o) = v else { return v };
+    match shape {
+        Shape::Native => Value::Object(o),
+        Shape::EventStream => event_stream(o),
+        Shape::EventService => event_service(o),
+        Shape::FirstParty => first_party(o),
+        Shape::Logeater => logeater(o),
+    }
+}
+
+/// Legacy names are free text ("new customer"); weir's are dotted
+/// `[a-z0-9_]` segments. Lowercase, and anything else becomes `_`.
+pub fn normalize_name(name: &str) -> String {
+    let s: String = name
+        .trim()
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_' | '.') => c,
+            _ => '_',
+        })
+        .collect();
+    s.split('.')
+        .map(|seg| seg.trim_matches('_'))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Epoch numbers come in seconds, milliseconds or microseconds; weir uses
+/// milliseconds. Anything below 1e11 is seconds (until year 5138), anything
+/// above 1e14 microseconds.
+pub fn epoch_to_ms(v: &Value) -> Value {
+    match v.as_f64() {
+        Some(n) if n.abs() < 1e11 => json!((n * 1000.0) as i64),
+        Some(n) if n.abs() > 1e14 => json!((n / 1000.0) as i64),
+        Some(n) => json!(n as i64),
+        None => v.clone(),
+    }
+}
+
+fn take(o: &mut Map<String, Value>, k: &str) -> Option<Value> {
+    o.remove(k).filter(|v| !v.is_null())
+}
+
+fn string_name(v: Option<Value>) -> Option<Value> {
+    v.map(|n| match n {
+        Value::String(s) => Value::String(normalize_name(&s)),
+        other => other, // validation names the wrong type
+    })
+}
+
+/// `[{key, string_value | number_value | int_value | double_value | boolean_value}]` to a map.
+fn params(v: Option<Value>) -> Value {
+    let Some(Value::Array(list)) = v else {
+        return v.unwrap_or(Value::Null);
+    };
+    let mut out = Map::new();
+    for p in list {
+        let Value::Object(mut p) = p else { continue };
+        let Some(Value::String(key)) = p.remove("key") else {
+            continue;
+        };
+        let value = [
+            "string_value",
+            "number_value",
+            "int_value",
+            "double_value",
+            "float_value",
+            "boolean_value",
+        ]
+        .iter()
+        .find_map(|k| p.remove(*k).filter(|v| !v.is_null()))
+        .unwrap_or(Value::Null);
+        out.insert(key, value);
+    }
+    Value::Object(out)
+}
+
+fn event_stream(mut o: Map<String, Value>) -> Value {
+    let mut e = Map::new();
+    let mut props = match params(take(&mut o, "event_params")) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    e.insert(
+        "name".into(),
+        string_name(take(&mut o, "name")).unwrap_or(Value::Null),
+    );
+    for (from, to) in [
+        ("event_id", "event_id"),
+        ("user_id", "user_id"),
+        ("user_pseudo_id", "anonymous_id"),
+        ("channel_type", "channel"),
+        ("session_id", "session_id"),
+    ] {
+        if let Some(v) = take(&mut o, from) {
+            e.insert(to.into(), v);
+        }
+    }
+    match (take(&mut o, "timestamp"), take(&mut o, "date")) {
+        (Some(ts), _) => {
+            e.insert("timestamp".into(), epoch_to_ms(&ts));
+        }
+        (None, Some(date)) => {
+            e.insert("timestamp".into(), date);
+        }
+        (None, None) => {}
+    }
+    if let Some(prev) = take(&mut o, "previous_timestamp") {
+        props.insert("previous_timestamp".into(), epoch_to_ms(&prev));
+    }
+    if let Some(up) = take(&mut o, "user_params") {
+        e.insert("user_properties".into(), params(Some(up)));
+    }
+    let mut context = Map::new();
+    if let Some(Value::Object(mut d)) = take(&mut o, "device") {
+        let mut device = Map::new();
+        for (from, to) in [
+            ("category", "category"),
+            ("mobile_brand_name", "brand"),
+            ("mobile_model_name", "model"),
+            ("operating_system", "os"),
+            ("operating_system_version", "os_version"),
+            ("browser_name", "browser"),
+            ("browser_version", "browser_version"),
+        ] {
+            if let Some(v) = take(&mut d, from) {
+                device.insert(to.into(), v);
+            }
+        }
+        if let Some(lang) = take(&mut d, "language") {
+            context.insert("locale".into(), lang);
+        }
+        if let Some(host) = take(&mut d, "hostname") {
+            props.insert("hostname".into(), host);
+        }
+        // Anything else on the device is kept, so nothing is silently dropped.
+        for (k, v) in d {
+            props.insert(format!("device_{k}"), v);
+        }
+        context.insert("device".into(), Value::Object(device));
+    }
+    if let Some(app) = take(&mut o, "app_info") {
+        context.insert("app".into(), app);
+    }
+    if !context.is_empty() {
+        e.insert("context".into(), Value::Object(context));
+    }
+    if let Some(Value::Array(items)) = take(&mut o, "items") {
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|it| match it {
+                Value::Object(mut it) => {
+                    let usd = it.contains_key("price_in_usd") || it.contains_key("revenue_in_usd");
+                    for (from, to) in [("price_in_usd", "price"), ("revenue_in_usd", "revenue")] {
+                        if let Some(v) = it.remove(from) {
+                            it.insert(to.into(), v);
+                        }
+                    }
+                    if usd {
+                        it.entry("currency").or_insert(json!("USD"));
+                    }
+                    Value::Object(it)
+                }
+                other => other,
+            })
+            .collect();
+        e.insert("items".into(), Value::Array(items));
+    }
+    if !props.is_empty() {
+        e.insert("properties".into(), Value::Object(props));
+    }
+    // Whatever is left is unknown to both models; validation names it.
+    e.extend(o);
+    Value::Object(e)
+}
+
+fn event_service(mut o: Map<String, Value>) -> Value {
+    let mut e = Map::new();
+    e.insert(
+        "name".into(),
+        string_name(take(&mut o, "event_name")).unwrap_or(Value::Null),
+    );
+    if let Some(d) = take(&mut o, "description") {
+        e.insert("description".into(), d);
+    }
+    if let Some(t) = take(&mut o, "created_at") {
+        e.insert("timestamp".into(), t);
+    }
+    if let Some(c) = take(&mut o, "customer_id") {
+        e.insert(
+            "customer_id".into(),
+            if let Value::Number(n) = c {
+                json!(n.to_string())
+            } else {
+                c
+            },
+        );
+    }
+    e.extend(o);
+    Value::Object(e)
+}
+
+fn first_party(mut o: Map<String, Value>) -> Value {
+    let mut e = Map::new();
+    e.insert(
+        "name".into(),
+        string_name(take(&mut o, "event")).unwrap_or(Value::Null),
+    );
+    if let Some(url) = take(&mut o, "url") {
+        e.insert("context".into(), json!({ "url": url }));
+    }
+    e.extend(o);
+    Value::Object(e)
+}
+
+fn logeater(mut o: Map<String, Value>) -> Value {
+    let mut e = Map::new();
+    e.insert(
+        "name".into(),
+        string_name(take(&mut o, "type")).unwrap_or(Value::Null),
+    );
+    if let Some(ts) = take(&mut o, "timestamp") {
+        e.insert("timestamp".into(), epoch_to_ms(&ts));
+    }
+    for k in ["service", "user_id"] {
+        if let Some(v) = take(&mut o, k) {
+            e.insert(k.into(), v);
+        }
+    }
+    if let Some(details) = take(&mut o, "details") {
+        e.insert("properties".into(), flatten_details(details));
+    }
+    e.extend(o);
+    Value::Object(e)
+}
+
+/// `details` is a JSON string of any shape: its top-level scalars become
+/// properties, nested values stay as JSON text, and anything that is not a
+/// JSON object is kept whole under `details`.
+fn flatten_details(details: Value) -> Value {
+    let parsed = match &details {
+        Value::String(s) => serde_json::from_str::<Value>(s).ok(),
+        other => Some(other.clone()),
+    };
+    match parsed {
+        Some(Value::Object(m)) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| match v {
+                    Value::Object(_) | Value::Array(_) => (k, Value::String(v.to_string())),
+                    scalar => (k, scalar),
+                })
+                .collect(),
+        ),
+        _ => {
+            json!({ "details": details.as_str().map(str::to_string).unwrap_or_else(|| details.to_string()) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{to_event, Limits};
+    use weir_core::event::PropertyValue;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn event(v: Value) -> weir_core::Event {
+        to_event(&to_native(v), NOW, "t", &Limits::default()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn event_stream_shape() {
+        let e = event(json!({
+            "name": "page_view", "channel_type": "mobile", "timestamp": 1_699_999_990, "previous_timestamp": 1_699_999_980,
+            "user_id": "user-123", "user_pseudo_id": "pseudo-456",
+            "event_params": [{"key": "page_title", "string_value": "Home"}, {"key": "scroll", "number_value": 75.5},
+                             {"key": "logged_in", "boolean_value": true}],
+            "user_params": [{"key": "subscription", "string_value": "premium"}],
+            "device": {"category": "mobile", "mobile_brand_name": "Apple", "mobile_model_name": "iPhone 14",
+                       "operating_system": "iOS", "operating_system_version": "17.0", "language": "en-US",
+                       "browser_name": "Safari", "browser_version": "17.0", "hostname": "example.com"},
+            "app_info": {"id": "com.example.app", "version": "2.1.0"},
+            "items": [{"id": "SKU-001", "name": "Blue T-Shirt", "price_in_usd": 29.99, "quantity": 2, "revenue_in_usd": 59.98}]
+        }));
+        assert_eq!(
+            (e.name.as_str(), e.channel.as_deref()),
+            ("page_view", Some("mobile"))
+        );
+        assert_eq!(
+            e.timestamp, 1_699_999_990_000,
+            "epoch seconds become milliseconds"
+        );
+        assert_eq!(e.anonymous_id.as_deref(), Some("pseudo-456"));
+        assert_eq!(
+            e.properties["page_title"],
+            PropertyValue::String("Home".into())
+        );
+        assert_eq!(e.properties["scroll"], PropertyValue::Double(75.5));
+        assert_eq!(e.properties["logged_in"], PropertyValue::Boolean(true));
+        assert_eq!(
+            e.properties["previous_timestamp"],
+            PropertyValue::Long(1_699_999_980_000)
+        );
+        assert_eq!(
+            e.properties["hostname"],
+            PropertyValue::String("example.com".into())
+        );
+        assert_eq!(
+            e.user_properties["subscription"],
+            PropertyValue::String("premium".into())
+        );
+        let ctx = e.context.unwrap();
+        let d = ctx.device.unwrap();
+        assert_eq!(
+            (d.brand.as_deref(), d.os.as_deref(), d.browser.as_deref()),
+            (Some("Apple"), Some("iOS"), Some("Safari"))
+        );
+        assert_eq!(ctx.locale.as_deref(), Some("en-US"));
+        assert_eq!(ctx.app.unwrap().id.as_deref(), Some("com.example.app"));
+        assert_eq!(
+            (
+                e.items[0].price,
+                e.items[0].revenue,
+                e.items[0].currency.as_deref()
+            ),
+            (Some(29.99), Some(59.98), Some("USD"))
+        );
+    }
+
+    #[test]
+    fn event_service_shape() {
+        let e = event(
+            json!({"event_name": "new customer", "description": "account was created", "customer_id": 18,
+                             "created_at": "2023-11-14T21:32:26.498Z"}),
+        );
+        assert_eq!(e.name, "new_customer");
+        assert_eq!(e.description.as_deref(), Some("account was created"));
+        assert_eq!(e.customer_id.as_deref(), Some("18"));
+        assert_eq!(e.timestamp, 1_699_997_546_498);
+    }
+
+    #[test]
+    fn first_party_shape() {
+        let e = event(
+            json!({"event": "clicked_event", "url": "https://blog/post", "properties": {"id": "buy", "x": 3}}),
+        );
+        assert_eq!(e.name, "clicked_event");
+        assert_eq!(e.context.unwrap().url.as_deref(), Some("https://blog/post"));
+        assert_eq!(e.properties["x"], PropertyValue::Long(3));
+    }
+
+    #[test]
+    fn logeater_shape() {
+        let e = event(
+            json!({"timestamp": 1_699_999_999, "service": "cart-svc", "type": "cart.add", "user_id": "u1",
+                             "details": "{\"sku\":\"X\",\"qty\":2,\"meta\":{\"a\":1}}"}),
+        );
+        assert_eq!(
+            (e.name.as_str(), e.service.as_deref()),
+            ("cart.add", Some("cart-svc"))
+        );
+        assert_eq!(e.timestamp, 1_699_999_999_000);
+        assert_eq!(e.properties["qty"], PropertyValue::Long(2));
+        assert_eq!(
+            e.properties["meta"],
+            PropertyValue::String("{\"a\":1}".into())
+        );
+        let e = event(json!({"timestamp": 1, "service": "s", "type": "x", "details": "not json"}));
+        assert_eq!(
+            e.properties["details"],
+            PropertyValue::String("not json".into())
+        );
+    }
+
+    #[test]
+    fn native_events_pass_unchanged_and_unknown_legacy_fields_are_still_named() {
+        let v = json!({"name": "a.b", "user_id": "u"});
+        assert_eq!(to_native(v.clone()), v);
+        let err = to_event(
+            &to_native(json!({"event_name": "x", "colour": "red"})),
+            NOW,
+            "t",
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err[0].field, "colour");
+    }
+}
