@@ -122,6 +122,13 @@ impl Codec {
         Ok(())
     }
 
+    /// Whether the registry answers right now (for readiness probes).
+    pub async fn registry_reachable(&self) -> bool {
+        let url = format!("{}/subjects", self.registry_url);
+        let client = reqwest::Client::new();
+        matches!(client.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+    }
+
     pub async fn encode_event(&self, event: &Event) -> Result<Vec<u8>, CodecError> {
         Ok(self
             .encoder

@@ -15,8 +15,18 @@ async fn main() -> anyhow::Result<()> {
         else {
             return Ok(());
         };
-        let app = weir_ingest::http::router(state).merge(svc.ops_router());
-        svc.ready.set(true);
+        let app = weir_ingest::http::router(state.clone()).merge(svc.ops_router());
+        // Ready only while Kafka and the registry answer, checked every few seconds.
+        let (ready, shutdown) = (svc.ready.clone(), svc.shutdown.clone());
+        tokio::spawn(async move {
+            while !shutdown.is_cancelled() {
+                ready.set(state.publisher.dependencies_up().await);
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(3)) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        });
         // Graceful shutdown waits for in-flight requests, so every 2xx'd event is in Kafka.
         ops::serve(cfg.listen.clone(), app, svc.shutdown.clone()).await
     })

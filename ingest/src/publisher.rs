@@ -3,7 +3,7 @@
 //! Kafka has acknowledged every event, which is when ingest may answer 2xx.
 
 use futures::future::try_join_all;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use std::time::Duration;
 use weir_core::codec::{Codec, CodecError};
@@ -39,6 +39,19 @@ impl EventPublisher {
             topic,
             queue_timeout,
         }
+    }
+
+    /// Whether Kafka and the registry both answer: what `/readyz` reports.
+    pub async fn dependencies_up(&self) -> bool {
+        let producer = self.producer.clone();
+        let kafka = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok()
+        });
+        let registry = self.codec.registry_reachable().await;
+        registry && kafka.await.unwrap_or(false)
     }
 
     #[tracing::instrument(name = "kafka_publish", skip_all, fields(events = events.len()))]

@@ -362,3 +362,42 @@ async fn legacy_payload_shapes_land_as_weir_events() {
     );
     assert_eq!(le.properties["sku"].to_string(), "X");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_kafka_and_the_registry() {
+    let mut stack = Stack::start().await;
+    let ingest = stack.stage("ingest", "0", &[]);
+    ingest.wait_ready().await;
+    let ready = || async {
+        reqwest::get(ingest.url("/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let wait_for = |want: u16| {
+        let ready = &ready;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while ready().await != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "/readyz never answered {want}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    stack.registry.kill9();
+    wait_for(503).await;
+    assert_eq!(
+        reqwest::get(ingest.url("/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200,
+        "alive, just not ready"
+    );
+    stack.registry.restart();
+    wait_for(200).await;
+}
