@@ -54,6 +54,12 @@ pub struct IngestConfig {
     pub max_properties: usize,
     /// How long Kafka may take to acknowledge before the request gets a 503.
     pub delivery_timeout_ms: u64,
+    /// Events handed to the producer and not yet acknowledged; past this
+    /// high-water mark requests get 503 instead of queueing without bound.
+    pub max_in_flight_events: usize,
+    /// Requests served at once; more get 503. With `max_body_bytes` this
+    /// bounds the memory bodies can take.
+    pub max_concurrent_requests: usize,
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub telemetry: TelemetryConfig,
@@ -73,6 +79,8 @@ impl Default for IngestConfig {
             max_string_bytes: 8 * 1024,
             max_properties: 256,
             delivery_timeout_ms: 30_000,
+            max_in_flight_events: 100_000,
+            max_concurrent_requests: 256,
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
             telemetry: TelemetryConfig::default(),

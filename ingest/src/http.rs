@@ -37,6 +37,8 @@ pub struct ApiState {
     pub rate_limit: Option<DefaultKeyedRateLimiter<String>>,
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
+    pub max_in_flight_events: usize,
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 /// A token bucket per key of `events_per_second`, or none when that is 0.
@@ -49,6 +51,7 @@ pub fn rate_limiter(events_per_second: u32, burst: u32) -> Option<DefaultKeyedRa
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
+    let limit = state.requests.clone();
     Router::new()
         .route("/v1/events", post(single))
         .route("/v1/events/batch", post(batch))
@@ -58,6 +61,18 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/events/batch", post(legacy_batch))
         .route("/api/write", post(legacy_write))
         .with_state(state)
+        .layer(axum::middleware::from_fn(
+            move |req, next: axum::middleware::Next| {
+                let limit = limit.clone();
+                async move {
+                    // A permit per request in flight; none left means overload, said at once.
+                    match limit.try_acquire_owned() {
+                        Ok(_permit) => next.run(req).await,
+                        Err(_) => overloaded("too many requests in flight"),
+                    }
+                }
+            },
+        ))
 }
 
 /// A JSON error body: `{"error": {"code": ..., "message": ..., ...extra}}`.
@@ -99,6 +114,18 @@ fn body_error(e: BodyError) -> Response {
             json!({"line": line, "column": column}),
         ),
     }
+}
+
+fn overloaded(message: &str) -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        message,
+        json!({}),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }
 
 /// Authenticates and reads the body: the tenant and the (inflated) bytes.
@@ -159,6 +186,15 @@ fn over_limit(state: &ApiState, tenant: &str, n: usize) -> Option<Response> {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     Some(r)
+}
+
+/// 503 when Kafka is so far behind that `n` more events would pass the
+/// high-water mark: the client backs off instead of the gateway buffering.
+fn over_high_water(state: &ApiState, n: usize) -> Option<Response> {
+    let in_flight = state.publisher.in_flight();
+    metrics::gauge!("weir_ingest_in_flight_events").set(in_flight as f64);
+    (in_flight + n > state.max_in_flight_events)
+        .then(|| overloaded("Kafka is behind: too many events wait for acknowledgement"))
 }
 
 fn now_ms() -> i64 {
@@ -268,6 +304,9 @@ async fn single_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Bo
         }
     };
     if let Some(r) = over_limit(state, &tenant, 1) {
+        return r;
+    }
+    if let Some(r) = over_high_water(state, 1) {
         return r;
     }
     if let Err(e) = state.publisher.publish(std::slice::from_ref(&event)).await {
@@ -402,6 +441,9 @@ async fn publish_many(
         );
     }
     if let Some(r) = over_limit(state, tenant, accepted.len()) {
+        return r;
+    }
+    if let Some(r) = over_high_water(state, accepted.len()) {
         return r;
     }
     let events: Vec<_> = accepted.iter().map(|(_, e)| e.clone()).collect();

@@ -11,7 +11,6 @@ pub mod publisher;
 pub mod validate;
 
 use config::IngestConfig;
-use rdkafka::producer::FutureProducer;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_core::codec::Codec;
@@ -57,23 +56,20 @@ pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
     )?;
     codec.register().await?;
     let timeout = cfg.delivery_timeout_ms.to_string();
-    let producer: FutureProducer = cfg
-        .kafka
-        .client_config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "5"),
-            ("compression.type", "lz4"),
-            ("message.timeout.ms", &timeout),
-        ])
-        .create()?;
+    let producer_config = cfg.kafka.client_config(&[
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "5"),
+        ("compression.type", "lz4"),
+        ("message.timeout.ms", &timeout),
+    ]);
     let publisher = http::ApiState {
         publisher: publisher::EventPublisher::new(
-            producer,
+            producer_config,
             codec,
             cfg.topics.raw.clone(),
             Duration::from_millis(cfg.delivery_timeout_ms),
-        ),
+        )?,
         limits: validate::Limits {
             max_future_skew_ms: cfg.max_future_skew_ms,
             max_string_bytes: cfg.max_string_bytes,
@@ -85,6 +81,8 @@ pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
         rate_limit: http::rate_limiter(cfg.rate_limit.events_per_second, cfg.rate_limit.burst),
         max_body_bytes: cfg.max_body_bytes,
         max_batch_events: cfg.max_batch_events,
+        max_in_flight_events: cfg.max_in_flight_events,
+        requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests)),
     };
     Ok(Arc::new(publisher))
 }

@@ -1,11 +1,21 @@
 //! Writes accepted events to `events.raw`: Avro through the registry, keyed by
 //! `event_id`, idempotent producer with acks=all. `publish` returns only once
 //! Kafka has acknowledged every event, which is when ingest may answer 2xx.
+//!
+//! An idempotent producer can be left unusable by a broker that lost its
+//! producer state (a restart, a failover): every send then fails the same
+//! way. The publisher replaces such a producer with a fresh one, at most
+//! every few seconds. The events of the failed requests were answered 503,
+//! so their clients resend them with the same ids and nothing is lost.
 
 use futures::future::try_join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
+use std::time::Instant;
 use weir_core::codec::{Codec, CodecError};
 use weir_core::Event;
 
@@ -20,30 +30,77 @@ pub enum PublishError {
 }
 
 pub struct EventPublisher {
-    producer: FutureProducer,
+    config: ClientConfig,
+    producer: RwLock<FutureProducer>,
+    last_rebuild: Mutex<Instant>,
     codec: Codec,
     topic: String,
     queue_timeout: Duration,
 }
 
+/// The shortest time between two producer rebuilds.
+const REBUILD_EVERY: Duration = Duration::from_secs(5);
+
 impl EventPublisher {
     pub fn new(
-        producer: FutureProducer,
+        config: ClientConfig,
         codec: Codec,
         topic: String,
         queue_timeout: Duration,
-    ) -> Self {
-        Self {
-            producer,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            producer: RwLock::new(config.create()?),
+            config,
+            last_rebuild: Mutex::new(Instant::now()),
             codec,
             topic,
             queue_timeout,
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// Replaces the producer after an error a fresh one would not repeat:
+    /// a fatal idempotence error, or an error the broker returned (not a
+    /// timeout, which only says the broker is still away).
+    fn recover_from(&self, e: &KafkaError) {
+        let fatal = self.producer().client().fatal_error().is_some();
+        let broker_said = !matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::MessageTimedOut
+                    | RDKafkaErrorCode::OperationTimedOut
+                    | RDKafkaErrorCode::QueueFull
+            )
+        );
+        if !(fatal || broker_said) {
+            return;
         }
+        let mut last = self.last_rebuild.lock().expect("rebuild lock");
+        if last.elapsed() < REBUILD_EVERY {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(p) => {
+                *self.producer.write().expect("producer lock") = p;
+                *last = Instant::now();
+                metrics::counter!("weir_ingest_producer_rebuilds_total").increment(1);
+                tracing::warn!(error = %e, fatal, "replaced the Kafka producer after a broker error");
+            }
+            Err(err) => tracing::error!(error = %err, "cannot create a new Kafka producer"),
+        }
+    }
+
+    /// Events handed to the producer that Kafka has not acknowledged yet.
+    pub fn in_flight(&self) -> usize {
+        self.producer().in_flight_count().max(0) as usize
     }
 
     /// Whether Kafka and the registry both answer: what `/readyz` reports.
     pub async fn dependencies_up(&self) -> bool {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let kafka = tokio::task::spawn_blocking(move || {
             producer
                 .client()
@@ -63,16 +120,17 @@ impl EventPublisher {
                 CodecError::Invalid(m) => PublishError::Encode(m),
             })?);
         }
+        let producer = self.producer();
         let sends = events.iter().zip(&payloads).map(|(e, p)| {
             let record = FutureRecord::to(&self.topic)
                 .key(e.event_id.as_bytes())
                 .payload(p);
-            self.producer
-                .send(record, Timeout::After(self.queue_timeout))
+            producer.send(record, Timeout::After(self.queue_timeout))
         });
-        try_join_all(sends)
-            .await
-            .map_err(|(e, _)| PublishError::Kafka(e.to_string()))?;
+        if let Err((e, _)) = try_join_all(sends).await {
+            self.recover_from(&e);
+            return Err(PublishError::Kafka(e.to_string()));
+        }
         metrics::counter!("weir_ingest_events_published_total").increment(events.len() as u64);
         Ok(())
     }

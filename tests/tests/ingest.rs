@@ -401,3 +401,117 @@ async fn readiness_follows_kafka_and_the_registry() {
     stack.registry.restart();
     wait_for(200).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_gets_503_and_loses_no_acknowledged_event() {
+    let mut stack = Stack::start().await;
+    let ingest = stack.stage("ingest", "0", &[("WEIR_DELIVERY_TIMEOUT_MS", "3000")]);
+    ingest.wait_ready().await;
+    let mut acked = std::collections::BTreeSet::new();
+    let mut send = |id: String| {
+        let ingest = &ingest;
+        async move {
+            let body = json!({"event_id": id, "name": "shop.view"})
+                .to_string()
+                .into_bytes();
+            let (s, v, h) = post(ingest, "/v1/events", Some(WRITE_KEY), &[], body).await;
+            (id, s, v, h)
+        }
+    };
+    for i in 0..5 {
+        let (id, s, _, _) = send(format!("before-{i}")).await;
+        assert_eq!(s, 202);
+        acked.insert(id);
+    }
+    stack.kafka.kill9();
+    let started = std::time::Instant::now();
+    let (_, s, v, h) = send("during-0".into()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{v}"
+    );
+    assert!(h.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered within the delivery timeout"
+    );
+
+    stack.kafka.restart();
+    // The gateway recovers by itself once the broker is back.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut i = 0;
+    loop {
+        let (id, s, v, _) = send(format!("after-{i}")).await;
+        i += 1;
+        if s == 202 {
+            acked.insert(id);
+            break;
+        }
+        assert_eq!(s, 503, "{v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingest did not recover: {v}\n{}",
+            ingest.proc.log_tail(30)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    for j in 0..5 {
+        let (id, s, _, _) = send(format!("later-{j}")).await;
+        assert_eq!(s, 202);
+        acked.insert(id);
+    }
+    let keys = weir_tests::load::topic_keys(&stack.brokers(), "events.raw").unwrap();
+    let lost: Vec<_> = acked.difference(&keys).collect();
+    assert!(lost.is_empty(), "acknowledged but not in Kafka: {lost:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_not_buffered() {
+    let mut stack = Stack::start().await;
+    let ingest = stack.stage(
+        "ingest",
+        "0",
+        &[
+            ("WEIR_DELIVERY_TIMEOUT_MS", "8000"),
+            ("WEIR_MAX_IN_FLIGHT_EVENTS", "5"),
+            ("WEIR_MAX_CONCURRENT_REQUESTS", "2"),
+        ],
+    );
+    ingest.wait_ready().await;
+    stack.kafka.kill9();
+    // Five events wait for a broker that is gone: the high-water mark is reached.
+    let batch: Vec<Value> = (0..5)
+        .map(|i| json!({"event_id": format!("hw-{i}"), "name": "shop.view"}))
+        .collect();
+    let body = json!({ "events": batch }).to_string().into_bytes();
+    let stuck = tokio::spawn({
+        let url = ingest.url("/v1/events/batch");
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(WRITE_KEY)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let one = json!({"event_id": "hw-x", "name": "shop.view"})
+        .to_string()
+        .into_bytes();
+    let (s, v, h) = post(&ingest, "/v1/events", Some(WRITE_KEY), &[], one).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("overloaded")),
+        "{v}"
+    );
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(
+        stuck.await.unwrap(),
+        503,
+        "the waiting batch times out with 503 too"
+    );
+}
