@@ -408,7 +408,7 @@ async fn broker_outage_gets_503_and_loses_no_acknowledged_event() {
     let ingest = stack.stage("ingest", "0", &[("WEIR_DELIVERY_TIMEOUT_MS", "3000")]);
     ingest.wait_ready().await;
     let mut acked = std::collections::BTreeSet::new();
-    let mut send = |id: String| {
+    let send = |id: String| {
         let ingest = &ingest;
         async move {
             let body = json!({"event_id": id, "name": "shop.view"})
