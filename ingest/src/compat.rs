@@ -442,3 +442,67 @@ mod tests {
         assert_eq!(err[0].field, "colour");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::validate::{to_event, Limits};
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON, biased towards the keys the mappers and validator look at.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("name".to_string()),
+            Just("event".to_string()),
+            Just("event_name".to_string()),
+            Just("type".to_string()),
+            Just("service".to_string()),
+            Just("timestamp".to_string()),
+            Just("event_params".to_string()),
+            Just("device".to_string()),
+            Just("details".to_string()),
+            Just("properties".to_string()),
+            Just("items".to_string()),
+            Just("context".to_string()),
+            Just("user_id".to_string()),
+            Just("channel".to_string()),
+            Just("sent_at".to_string()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            ".{0,12}".prop_map(Value::String),
+            Just(json!("cart.add")),
+            Just(json!("2024-01-15T10:30:00Z")),
+        ];
+        leaf.prop_recursive(4, 64, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Whatever arrives, mapping and validation answer without panicking,
+        /// and what they accept obeys the event model.
+        #[test]
+        fn any_json_is_accepted_or_named_never_a_panic(v in json_value()) {
+            match to_event(&to_native(v), 1_700_000_000_000, "t", &Limits::default()) {
+                Ok(e) => {
+                    prop_assert!(!e.name.is_empty() && e.name.len() <= 256);
+                    prop_assert!(e.name.split('.').all(|s| !s.is_empty()));
+                    prop_assert!(!e.event_id.is_empty() && e.event_id.len() <= 128);
+                }
+                Err(errors) => prop_assert!(!errors.is_empty()),
+            }
+        }
+    }
+}

@@ -212,14 +212,19 @@ pub fn to_event(
     let mut timestamp = time_field(&mut c, obj, "timestamp").unwrap_or(received_at);
     if let (Some(sent), true) = (sent_at, obj.contains_key("timestamp")) {
         // Client clock skew correction, as Segment does it.
-        timestamp += received_at - sent;
+        timestamp = timestamp.saturating_add(received_at.saturating_sub(sent));
     }
-    if timestamp > received_at + limits.max_future_skew_ms {
+    if timestamp <= 0 {
+        c.err(
+            "timestamp",
+            "corrected by sent_at, it falls before 1970; check the client's clock",
+        );
+    } else if timestamp > received_at.saturating_add(limits.max_future_skew_ms) {
         c.err(
             "timestamp",
             format!(
                 "is {} s in the future; at most {} s is allowed",
-                (timestamp - received_at) / 1000,
+                timestamp.saturating_sub(received_at) / 1000,
                 limits.max_future_skew_ms / 1000
             ),
         );
@@ -520,6 +525,14 @@ mod tests {
             fields(map(json!({"name": "a", "event_id": "x".repeat(129)}))),
             ["event_id"]
         );
+    }
+
+    #[test]
+    fn extreme_times_are_rejected_not_overflowed() {
+        let r = map(json!({"name": "a", "timestamp": i64::MAX, "sent_at": 1}));
+        assert_eq!(fields(r), ["timestamp"]);
+        let r = map(json!({"name": "a", "timestamp": 1, "sent_at": i64::MAX}));
+        assert_eq!(fields(r), ["timestamp"]);
     }
 
     #[test]
