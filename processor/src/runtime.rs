@@ -151,7 +151,7 @@ impl Processor {
                     tracing::error!(error = %format!("{e:#}"), "batch failed; aborting and rewinding to the last commit");
                     metrics::counter!("weir_processor_aborts_total").increment(1);
                     ready.set(false);
-                    if let Err(e) = self.rewind() {
+                    if let Err(e) = self.rewind().await {
                         tracing::error!(error = %format!("{e:#}"), "rewind failed");
                     }
                     tokio::select! {
@@ -409,10 +409,21 @@ impl Processor {
 
     /// Aborts the batch and positions every assigned partition at its
     /// committed offset; state is restored again on the next record.
-    fn rewind(&mut self) -> anyhow::Result<()> {
+    async fn rewind(&mut self) -> anyhow::Result<()> {
         self.batch_len = 0;
         let parts: Vec<i32> = self.parts.drain().map(|(p, _)| p).collect();
-        self.sink.abort()?;
+        // A producer that cannot abort, or hit a fatal error (fenced, or a
+        // broker that lost its state), is replaced; the new one's
+        // init_transactions also aborts whatever the old one left open.
+        if let Err(e) = self.sink.abort().map_err(|e| e.to_string()).and_then(|()| {
+            match self.sink.fatal_error() {
+                Some(f) => Err(f),
+                None => Ok(()),
+            }
+        }) {
+            tracing::warn!(error = %e, "the producer cannot go on; creating a new one");
+            self.sink = OutputSink::build(&self.cfg).await?;
+        }
         for p in parts {
             let offset = match self.committed_offset(p)? {
                 Some(o) => Offset::Offset(o),

@@ -256,6 +256,14 @@ impl OutputSink {
         Ok(())
     }
 
+    /// The producer's fatal error, if it has one: it cannot be used again.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, msg)| format!("{code}: {msg}"))
+    }
+
     /// Flushes whatever is queued (used at shutdown after a commit).
     pub fn flush(&self) {
         let _ = self.producer.flush(Duration::from_secs(10));
