@@ -102,6 +102,25 @@ fn string_name(v: Option<Value>) -> Option<Value> {
     })
 }
 
+/// A native event map holding the legacy name under `key`, normalised.
+fn named(o: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
+    let mut e = Map::new();
+    e.insert(
+        "name".into(),
+        string_name(take(o, key)).unwrap_or(Value::Null),
+    );
+    e
+}
+
+/// Moves each non-null `from` field of `src` to `to` in `dst`.
+fn carry(src: &mut Map<String, Value>, dst: &mut Map<String, Value>, renames: &[(&str, &str)]) {
+    for (from, to) in renames {
+        if let Some(v) = take(src, from) {
+            dst.insert(to.to_string(), v);
+        }
+    }
+}
+
 /// `[{key, string_value | number_value | int_value | double_value | boolean_value}]` to a map.
 fn params(v: Option<Value>) -> Value {
     let Some(Value::Array(list)) = v else {
@@ -130,26 +149,27 @@ fn params(v: Option<Value>) -> Value {
 }
 
 fn event_stream(mut o: Map<String, Value>) -> Value {
-    let mut e = Map::new();
+    let mut e = named(&mut o, "name");
     let mut props = match params(take(&mut o, "event_params")) {
         Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    e.insert(
-        "name".into(),
-        string_name(take(&mut o, "name")).unwrap_or(Value::Null),
-    );
-    for (from, to) in [
-        ("event_id", "event_id"),
-        ("user_id", "user_id"),
-        ("user_pseudo_id", "anonymous_id"),
-        ("channel_type", "channel"),
-        ("session_id", "session_id"),
-    ] {
-        if let Some(v) = take(&mut o, from) {
-            e.insert(to.into(), v);
+        Value::Null => Map::new(),
+        // Not a list: handed to validation as is, which names the field.
+        other => {
+            e.insert("event_params".into(), other);
+            Map::new()
         }
-    }
+    };
+    carry(
+        &mut o,
+        &mut e,
+        &[
+            ("event_id", "event_id"),
+            ("user_id", "user_id"),
+            ("user_pseudo_id", "anonymous_id"),
+            ("channel_type", "channel"),
+            ("session_id", "session_id"),
+        ],
+    );
     match (take(&mut o, "timestamp"), take(&mut o, "date")) {
         (Some(ts), _) => {
             e.insert("timestamp".into(), epoch_to_ms(&ts));
@@ -168,19 +188,19 @@ fn event_stream(mut o: Map<String, Value>) -> Value {
     let mut context = Map::new();
     if let Some(Value::Object(mut d)) = take(&mut o, "device") {
         let mut device = Map::new();
-        for (from, to) in [
-            ("category", "category"),
-            ("mobile_brand_name", "brand"),
-            ("mobile_model_name", "model"),
-            ("operating_system", "os"),
-            ("operating_system_version", "os_version"),
-            ("browser_name", "browser"),
-            ("browser_version", "browser_version"),
-        ] {
-            if let Some(v) = take(&mut d, from) {
-                device.insert(to.into(), v);
-            }
-        }
+        carry(
+            &mut d,
+            &mut device,
+            &[
+                ("category", "category"),
+                ("mobile_brand_name", "brand"),
+                ("mobile_model_name", "model"),
+                ("operating_system", "os"),
+                ("operating_system_version", "os_version"),
+                ("browser_name", "browser"),
+                ("browser_version", "browser_version"),
+            ],
+        );
         if let Some(lang) = take(&mut d, "language") {
             context.insert("locale".into(), lang);
         }
@@ -229,17 +249,12 @@ fn event_stream(mut o: Map<String, Value>) -> Value {
 }
 
 fn event_service(mut o: Map<String, Value>) -> Value {
-    let mut e = Map::new();
-    e.insert(
-        "name".into(),
-        string_name(take(&mut o, "event_name")).unwrap_or(Value::Null),
+    let mut e = named(&mut o, "event_name");
+    carry(
+        &mut o,
+        &mut e,
+        &[("description", "description"), ("created_at", "timestamp")],
     );
-    if let Some(d) = take(&mut o, "description") {
-        e.insert("description".into(), d);
-    }
-    if let Some(t) = take(&mut o, "created_at") {
-        e.insert("timestamp".into(), t);
-    }
     if let Some(c) = take(&mut o, "customer_id") {
         e.insert(
             "customer_id".into(),
@@ -255,11 +270,7 @@ fn event_service(mut o: Map<String, Value>) -> Value {
 }
 
 fn first_party(mut o: Map<String, Value>) -> Value {
-    let mut e = Map::new();
-    e.insert(
-        "name".into(),
-        string_name(take(&mut o, "event")).unwrap_or(Value::Null),
-    );
+    let mut e = named(&mut o, "event");
     if let Some(url) = take(&mut o, "url") {
         e.insert("context".into(), json!({ "url": url }));
     }
@@ -268,19 +279,15 @@ fn first_party(mut o: Map<String, Value>) -> Value {
 }
 
 fn logeater(mut o: Map<String, Value>) -> Value {
-    let mut e = Map::new();
-    e.insert(
-        "name".into(),
-        string_name(take(&mut o, "type")).unwrap_or(Value::Null),
-    );
+    let mut e = named(&mut o, "type");
     if let Some(ts) = take(&mut o, "timestamp") {
         e.insert("timestamp".into(), epoch_to_ms(&ts));
     }
-    for k in ["service", "user_id"] {
-        if let Some(v) = take(&mut o, k) {
-            e.insert(k.into(), v);
-        }
-    }
+    carry(
+        &mut o,
+        &mut e,
+        &[("service", "service"), ("user_id", "user_id")],
+    );
     if let Some(details) = take(&mut o, "details") {
         e.insert("properties".into(), flatten_details(details));
     }
@@ -426,6 +433,13 @@ mod tests {
             e.properties["details"],
             PropertyValue::String("not json".into())
         );
+    }
+
+    #[test]
+    fn malformed_event_params_are_named_not_dropped() {
+        let v = to_native(json!({"name": "a", "event_params": "oops"}));
+        let err = to_event(&v, NOW, "t", &Limits::default()).unwrap_err();
+        assert_eq!(err[0].field, "event_params");
     }
 
     #[test]
