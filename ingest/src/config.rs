@@ -60,6 +60,9 @@ pub struct IngestConfig {
     /// Requests served at once; more get 503. With `max_body_bytes` this
     /// bounds the memory bodies can take.
     pub max_concurrent_requests: usize,
+    /// Origins browsers may send events from: `*`, or a comma-separated
+    /// list of origins; empty turns CORS off.
+    pub cors_allowed_origins: String,
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub telemetry: TelemetryConfig,
@@ -81,6 +84,7 @@ impl Default for IngestConfig {
             delivery_timeout_ms: 30_000,
             max_in_flight_events: 100_000,
             max_concurrent_requests: 256,
+            cors_allowed_origins: "*".into(),
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
             telemetry: TelemetryConfig::default(),

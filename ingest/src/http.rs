@@ -39,6 +39,39 @@ pub struct ApiState {
     pub max_batch_events: usize,
     pub max_in_flight_events: usize,
     pub requests: Arc<tokio::sync::Semaphore>,
+    pub cors: Option<tower_http::cors::CorsLayer>,
+}
+
+/// The CORS policy for `origins` (`*`, a comma-separated list, or empty for none).
+pub fn cors(origins: &str) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = origins.trim();
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins == "*" {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .split(',')
+            .map(|o| HeaderValue::from_str(o.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("cors_allowed_origins: {e}"))?;
+        AllowOrigin::list(list)
+    };
+    let headers = [
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::HeaderName::from_static("x-write-key"),
+    ];
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::POST, axum::http::Method::OPTIONS])
+            .allow_headers(headers)
+            .max_age(std::time::Duration::from_secs(3600)),
+    ))
 }
 
 /// A token bucket per key of `events_per_second`, or none when that is 0.
@@ -52,7 +85,8 @@ pub fn rate_limiter(events_per_second: u32, burst: u32) -> Option<DefaultKeyedRa
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.requests.clone();
-    Router::new()
+    let cors = state.cors.clone();
+    let router = Router::new()
         .route("/v1/events", post(single))
         .route("/v1/events/batch", post(batch))
         .route("/v1/events/ndjson", post(ndjson))
@@ -72,7 +106,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
                     }
                 }
             },
-        ))
+        ));
+    match cors {
+        Some(layer) => router.layer(layer),
+        None => router,
+    }
 }
 
 /// A JSON error body: `{"error": {"code": ..., "message": ..., ...extra}}`.

@@ -83,6 +83,7 @@ pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
         max_batch_events: cfg.max_batch_events,
         max_in_flight_events: cfg.max_in_flight_events,
         requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests)),
+        cors: http::cors(&cfg.cors_allowed_origins)?,
     };
     Ok(Arc::new(publisher))
 }

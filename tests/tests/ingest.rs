@@ -103,6 +103,29 @@ async fn write_keys_rate_limit_ndjson_and_gzip() {
     .await;
     assert_eq!(s, 202);
 
+    // Browsers: a CORS preflight is answered without a key, allowing the key headers.
+    let pre = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, ingest.url("/v1/events"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status().as_u16(), 200);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    let allowed = pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("x-write-key"),
+        "{allowed}"
+    );
+
     // NDJSON: a bad line is rejected by line number, the good ones land.
     let nd = b"{\"event_id\":\"nd-1\",\"name\":\"shop.view\"}\n{oops\n\n{\"event_id\":\"nd-2\",\"name\":\"shop.view\"}\n".to_vec();
     let (s, v, _) = post(
