@@ -61,7 +61,7 @@ pub fn restore(
                     })?;
                 state.segments.insert(from, m);
                 for (k, t) in entries {
-                    dedup.insert(k, t);
+                    dedup.restore(k, t);
                 }
             }
             StateValue::Window(w) => {

@@ -59,6 +59,14 @@ impl DedupStore {
         }
     }
 
+    /// Loads a key from the changelog. A key forgotten and seen again lives in
+    /// two segments; the live store holds its latest insertion, which is the
+    /// later event time, so restore keeps the larger one.
+    pub fn restore(&mut self, key: u128, event_time: i64) {
+        let t = self.seen.entry(key).or_insert(event_time);
+        *t = (*t).max(event_time);
+    }
+
     pub fn contains(&self, key: u128) -> bool {
         self.seen.contains_key(&key)
     }
