@@ -127,9 +127,22 @@ impl EventPublisher {
                 .payload(p);
             producer.send(record, Timeout::After(self.queue_timeout))
         });
-        if let Err((e, _)) = try_join_all(sends).await {
-            self.recover_from(&e);
-            return Err(PublishError::Kafka(e.to_string()));
+        // librdkafka may hold a message past message.timeout.ms while a dead
+        // broker's requests drain; the client is answered on time regardless.
+        // A message acknowledged after that is resent by the client under the
+        // same id, and dedup absorbs it.
+        match tokio::time::timeout(self.queue_timeout, try_join_all(sends)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => {
+                self.recover_from(&e);
+                return Err(PublishError::Kafka(e.to_string()));
+            }
+            Err(_) => {
+                return Err(PublishError::Kafka(format!(
+                    "no acknowledgement within {} ms",
+                    self.queue_timeout.as_millis()
+                )))
+            }
         }
         metrics::counter!("weir_ingest_events_published_total").increment(events.len() as u64);
         Ok(())
