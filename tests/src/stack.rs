@@ -13,13 +13,16 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The directory holding the workspace binaries (`target/<profile>`), found
-/// from the test executable (`target/<profile>/deps/<test>`).
+/// from the running executable: a test runs from `target/<profile>/deps/`,
+/// a bench binary from `target/<profile>/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
+    let dir = exe.parent().expect("executable directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn free_port() -> u16 {
