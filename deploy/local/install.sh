@@ -13,12 +13,14 @@ PY_PACKAGES=(chdb-core==26.9.0 lz4==4.4.5 clickhouse-cityhash==1.0.2.6)
 log() { printf '[install] %s\n' "$*" >&2; }
 mkdir -p "$TOOLS/bin"
 
-# Debian packages: cmake and curl headers build librdkafka (rdkafka's cmake-build).
+# Debian packages: cmake and curl headers build librdkafka (rdkafka's cmake-build);
+# protoc compiles the gRPC API.
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need_apt+=(libcurl4-openssl-dev)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

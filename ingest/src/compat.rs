@@ -278,6 +278,14 @@ fn first_party(mut o: Map<String, Value>) -> Value {
     Value::Object(e)
 }
 
+/// Maps a logeater entry whatever fields it has (the gRPC API knows its shape).
+pub fn from_logeater(v: Value) -> Value {
+    match v {
+        Value::Object(o) => logeater(o),
+        other => other,
+    }
+}
+
 fn logeater(mut o: Map<String, Value>) -> Value {
     let mut e = named(&mut o, "type");
     if let Some(ts) = take(&mut o, "timestamp") {

@@ -42,6 +42,8 @@ pub struct RateLimitConfig {
 pub struct IngestConfig {
     /// Address of the event API and the ops endpoints.
     pub listen: String,
+    /// Address of the logeater-compatible gRPC API; empty turns it off.
+    pub grpc_listen: String,
     pub schema_registry_url: String,
     /// Tenant stamped on events when auth is off; with auth on, the key's tenant.
     pub tenant: String,
@@ -72,6 +74,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".into(),
+            grpc_listen: "0.0.0.0:50051".into(),
             schema_registry_url: "http://127.0.0.1:8081".into(),
             tenant: "default".into(),
             auth: AuthConfig::default(),

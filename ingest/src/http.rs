@@ -194,48 +194,72 @@ async fn accept(
     Ok((tenant, bytes))
 }
 
-/// Charges `n` events to the tenant's bucket; the 429 when it is empty.
-fn over_limit(state: &ApiState, tenant: &str, n: usize) -> Option<Response> {
-    let limiter = state.rate_limit.as_ref()?;
-    let n = NonZeroU32::new(n.max(1) as u32).expect("at least 1");
-    let retry_after = match limiter.check_key_n(&tenant.to_string(), n) {
-        Ok(Ok(())) => return None,
-        Ok(Err(not_until)) => {
-            not_until
-                .wait_time_from(DefaultClock::default().now())
-                .as_secs()
-                + 1
+/// Why events cannot be taken right now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// More events in one request than the key's whole bucket.
+    OverBurst {
+        events: u32,
+    },
+    /// Too many events already wait for Kafka's acknowledgement.
+    KafkaBehind,
+}
+
+impl ApiState {
+    /// Charges `n` events to the tenant's bucket, then checks the high-water mark.
+    pub fn admit(&self, tenant: &str, n: usize) -> Result<(), Refusal> {
+        if let Some(limiter) = &self.rate_limit {
+            let events = n.clamp(1, u32::MAX as usize) as u32;
+            let n = NonZeroU32::new(events).expect("at least 1");
+            match limiter.check_key_n(&tenant.to_string(), n) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => {
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    return Err(Refusal::RateLimited {
+                        retry_after_secs: wait.as_secs() + 1,
+                    });
+                }
+                Err(_) => return Err(Refusal::OverBurst { events }),
+            }
         }
-        Err(_) => {
-            return Some(error(
+        let in_flight = self.publisher.in_flight();
+        metrics::gauge!("weir_ingest_in_flight_events").set(in_flight as f64);
+        if in_flight + n > self.max_in_flight_events {
+            return Err(Refusal::KafkaBehind);
+        }
+        Ok(())
+    }
+}
+
+fn refusal(r: Refusal) -> Response {
+    match r {
+        Refusal::RateLimited { retry_after_secs } => {
+            let mut r = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
-                format!("{n} events exceed this key's burst; send smaller batches"),
+                "this write key is over its rate limit",
                 json!({}),
-            ))
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            r
         }
-    };
-    let mut r = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        "this write key is over its rate limit",
-        json!({}),
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-    Some(r)
+        Refusal::OverBurst { events } => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("{events} events exceed this key's burst; send smaller batches"),
+            json!({}),
+        ),
+        Refusal::KafkaBehind => {
+            overloaded("Kafka is behind: too many events wait for acknowledgement")
+        }
+    }
 }
 
-/// 503 when Kafka is so far behind that `n` more events would pass the
-/// high-water mark: the client backs off instead of the gateway buffering.
-fn over_high_water(state: &ApiState, n: usize) -> Option<Response> {
-    let in_flight = state.publisher.in_flight();
-    metrics::gauge!("weir_ingest_in_flight_events").set(in_flight as f64);
-    (in_flight + n > state.max_in_flight_events)
-        .then(|| overloaded("Kafka is behind: too many events wait for acknowledgement"))
-}
-
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -254,7 +278,7 @@ fn publish_error(e: PublishError) -> Response {
     r
 }
 
-fn field_errors(errors: &[FieldError]) -> String {
+pub(crate) fn field_errors(errors: &[FieldError]) -> String {
     errors
         .iter()
         .map(|e| {
@@ -341,11 +365,8 @@ async fn single_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Bo
             )
         }
     };
-    if let Some(r) = over_limit(state, &tenant, 1) {
-        return r;
-    }
-    if let Some(r) = over_high_water(state, 1) {
-        return r;
+    if let Err(r) = state.admit(&tenant, 1) {
+        return refusal(r);
     }
     if let Err(e) = state.publisher.publish(std::slice::from_ref(&event)).await {
         return publish_error(e);
@@ -478,11 +499,8 @@ async fn publish_many(
             json!({ "rejected": rejected }),
         );
     }
-    if let Some(r) = over_limit(state, tenant, accepted.len()) {
-        return r;
-    }
-    if let Some(r) = over_high_water(state, accepted.len()) {
-        return r;
+    if let Err(r) = state.admit(tenant, accepted.len()) {
+        return refusal(r);
     }
     let events: Vec<_> = accepted.iter().map(|(_, e)| e.clone()).collect();
     if let Err(e) = state.publisher.publish(&events).await {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod compat;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod publisher;
 pub mod validate;

@@ -16,6 +16,21 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         };
         let app = weir_ingest::http::router(state.clone()).merge(svc.ops_router());
+        if !cfg.grpc_listen.is_empty() {
+            let addr: std::net::SocketAddr = cfg.grpc_listen.parse()?;
+            let grpc = weir_ingest::grpc::service(state.clone());
+            let shutdown = svc.shutdown.clone();
+            tokio::spawn(async move {
+                tracing::info!(%addr, "gRPC listening");
+                let server = tonic::transport::Server::builder().add_service(grpc);
+                if let Err(e) = server
+                    .serve_with_shutdown(addr, shutdown.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "gRPC server failed");
+                }
+            });
+        }
         // Ready only while Kafka and the registry answer, checked every few seconds.
         let (ready, shutdown) = (svc.ready.clone(), svc.shutdown.clone());
         tokio::spawn(async move {

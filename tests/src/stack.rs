@@ -244,6 +244,11 @@ impl Stack {
         let port = free_port();
         let mut env = self.env();
         env.push(("WEIR_LISTEN".into(), format!("127.0.0.1:{port}")));
+        // Only ingest serves gRPC; a port of its own keeps parallel tests apart.
+        env.push((
+            "WEIR_GRPC_LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ));
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let exe = bin_dir().join(bin);
         assert!(

@@ -541,3 +541,82 @@ async fn overload_is_refused_not_buffered() {
         "the waiting batch times out with 503 too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_push_is_logeater_compatible() {
+    use weir_ingest::grpc::proto::{event_client::EventClient, EventBatch, EventEntry};
+    let stack = Stack::start().await;
+    let port = weir_tests::stack::free_port();
+    let grpc = format!("127.0.0.1:{port}");
+    let ingest = stack.stage("ingest", "0", &[("WEIR_GRPC_LISTEN", grpc.as_str())]);
+    ingest.wait_ready().await;
+    let mut client = EventClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("gRPC connects");
+    let entry = |id: &str, ty: &str| EventEntry {
+        timestamp: 1_795_000_000,
+        service: "cart-svc".into(),
+        r#type: ty.into(),
+        user_id: Some("u-1".into()),
+        details: Some(r#"{"sku":"X1","qty":2}"#.into()),
+        event_id: Some(id.into()),
+    };
+    fn keyed<T>(msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {WRITE_KEY}").parse().unwrap(),
+        );
+        r
+    }
+
+    // Without a key: UNAUTHENTICATED.
+    let err = client
+        .push(tonic::Request::new(entry("g-0", "cart.add")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    // logeater's Push, unchanged: success once Kafka has it.
+    let r = client
+        .push(keyed(entry("g-1", "cart.add")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.event_id, "g-1");
+    // The batch RPC answers per event: a bad one is named, the good ones land.
+    let batch = EventBatch {
+        events: vec![
+            entry("g-2", "cart.remove"),
+            entry("g-3", ""),
+            entry("g-4", "cart.reset"),
+        ],
+    };
+    let r = client.push_batch(keyed(batch)).await.unwrap().into_inner();
+    let ok: Vec<bool> = r.results.iter().map(|x| x.success).collect();
+    assert_eq!(ok, [true, false, true], "{r:?}");
+    assert!(r.results[1].error.contains("name"), "{r:?}");
+
+    let codec = Codec::new(
+        &format!("http://127.0.0.1:{}", stack.registry_port),
+        "events.raw",
+        "aggregates.1m",
+    )
+    .unwrap();
+    let mut got = std::collections::BTreeMap::new();
+    for (_, payload) in topic_records(&stack.brokers(), "events.raw").unwrap() {
+        let e = codec.decode_event(Some(&payload)).await.unwrap();
+        got.insert(e.event_id.clone(), e);
+    }
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        ["g-1", "g-2", "g-4"]
+    );
+    let e = &got["g-1"];
+    assert_eq!(
+        (e.name.as_str(), e.service.as_deref(), e.tenant.as_str()),
+        ("cart.add", Some("cart-svc"), TENANT)
+    );
+    assert_eq!(e.timestamp, 1_795_000_000_000);
+    assert_eq!(e.properties["qty"].to_string(), "2");
+}
