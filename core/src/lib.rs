@@ -14,6 +14,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;
+pub mod trace_context;
 
 pub use aggregate::WindowAggregate;
 pub use codec::{Codec, CodecError};

@@ -12,6 +12,7 @@ use crate::{compat, validate};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use weir_core::trace_context;
 
 pub mod proto {
     tonic::include_proto!("event");
@@ -59,9 +60,20 @@ impl GrpcApi {
         }
     }
 
+    /// The caller's trace context, joined and passed on to the Kafka records.
+    fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+        let incoming = metadata
+            .get(trace_context::HEADER)
+            .and_then(|v| v.to_str().ok());
+        let span = tracing::Span::current();
+        trace_context::join(&span, incoming);
+        trace_context::outgoing(&span, incoming)
+    }
+
     async fn push_all(
         &self,
         tenant: &str,
+        traceparent: Option<String>,
         entries: Vec<EventEntry>,
     ) -> Result<Vec<EventResponse>, Status> {
         if entries.len() > self.state.max_batch_events {
@@ -117,7 +129,7 @@ impl GrpcApi {
             })?;
         self.state
             .publisher
-            .publish(&events)
+            .publish(&events, traceparent.as_deref())
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(results)
@@ -129,7 +141,10 @@ impl EventRpc for GrpcApi {
     #[tracing::instrument(name = "grpc_push", skip_all)]
     async fn push(&self, request: Request<EventEntry>) -> Result<Response<EventResponse>, Status> {
         let tenant = self.tenant(request.metadata())?;
-        let mut results = self.push_all(&tenant, vec![request.into_inner()]).await?;
+        let tp = Self::traceparent(request.metadata());
+        let mut results = self
+            .push_all(&tenant, tp, vec![request.into_inner()])
+            .await?;
         Ok(Response::new(results.remove(0)))
     }
 
@@ -139,7 +154,10 @@ impl EventRpc for GrpcApi {
         request: Request<EventBatch>,
     ) -> Result<Response<BatchResponse>, Status> {
         let tenant = self.tenant(request.metadata())?;
-        let results = self.push_all(&tenant, request.into_inner().events).await?;
+        let tp = Self::traceparent(request.metadata());
+        let results = self
+            .push_all(&tenant, tp, request.into_inner().events)
+            .await?;
         Ok(Response::new(BatchResponse { results }))
     }
 }

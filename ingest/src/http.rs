@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use weir_core::trace_context;
 
 pub struct ApiState {
     pub publisher: EventPublisher,
@@ -166,12 +167,19 @@ fn overloaded(message: &str) -> Response {
     r
 }
 
-/// Authenticates and reads the body: the tenant and the (inflated) bytes.
+/// Who sent a request: the write key's tenant, and the trace context that
+/// goes on the Kafka records.
+pub(crate) struct Caller {
+    pub tenant: String,
+    pub traceparent: Option<String>,
+}
+
+/// Authenticates, joins the caller's trace, and reads the body.
 async fn accept(
     state: &ApiState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(String, axum::body::Bytes), Response> {
+) -> Result<(Caller, axum::body::Bytes), Response> {
     let tenant = match &state.write_keys {
         None => state.default_tenant.clone(),
         Some(keys) => match keys.tenant(headers) {
@@ -191,7 +199,19 @@ async fn accept(
     let bytes = body::read(headers, body, state.max_body_bytes)
         .await
         .map_err(body_error)?;
-    Ok((tenant, bytes))
+    let incoming = headers
+        .get(trace_context::HEADER)
+        .and_then(|v| v.to_str().ok());
+    let span = tracing::Span::current();
+    trace_context::join(&span, incoming);
+    let traceparent = trace_context::outgoing(&span, incoming);
+    Ok((
+        Caller {
+            tenant,
+            traceparent,
+        },
+        bytes,
+    ))
 }
 
 /// Why events cannot be taken right now.
@@ -346,7 +366,7 @@ fn native(v: Value) -> Value {
 
 #[tracing::instrument(name = "post_event", skip(state, headers, body))]
 async fn single_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
-    let (tenant, bytes) = match accept(state, headers, body).await {
+    let (caller, bytes) = match accept(state, headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -354,7 +374,7 @@ async fn single_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Bo
         Ok(v) => native(v),
         Err(e) => return body_error(e),
     };
-    let event = match to_event(&v, now_ms(), &tenant, &state.limits) {
+    let event = match to_event(&v, now_ms(), &caller.tenant, &state.limits) {
         Ok(e) => e,
         Err(errors) => {
             return error(
@@ -365,10 +385,14 @@ async fn single_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Bo
             )
         }
     };
-    if let Err(r) = state.admit(&tenant, 1) {
+    if let Err(r) = state.admit(&caller.tenant, 1) {
         return refusal(r);
     }
-    if let Err(e) = state.publisher.publish(std::slice::from_ref(&event)).await {
+    if let Err(e) = state
+        .publisher
+        .publish(std::slice::from_ref(&event), caller.traceparent.as_deref())
+        .await
+    {
         return publish_error(e);
     }
     let body = match style {
@@ -390,7 +414,7 @@ fn rfc3339(ms: i64) -> Option<String> {
 
 #[tracing::instrument(name = "post_batch", skip(state, headers, body))]
 async fn batch_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
-    let (tenant, bytes) = match accept(state, headers, body).await {
+    let (caller, bytes) = match accept(state, headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -418,12 +442,12 @@ async fn batch_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Bod
         );
     };
     let items = items.into_iter().map(|v| (None, Ok(v))).collect();
-    publish_many(style, state, &tenant, items).await
+    publish_many(style, state, &caller, items).await
 }
 
 #[tracing::instrument(name = "post_ndjson", skip_all)]
 async fn ndjson(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
-    let (tenant, bytes) = match accept(&state, &headers, body).await {
+    let (caller, bytes) = match accept(&state, &headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -431,7 +455,7 @@ async fn ndjson(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bo
         .into_iter()
         .map(|(line, v)| (Some(line), v))
         .collect();
-    publish_many(Style::Weir, &state, &tenant, items).await
+    publish_many(Style::Weir, &state, &caller, items).await
 }
 
 /// Validates a list of (line, parsed) entries, publishes the valid ones and
@@ -439,9 +463,10 @@ async fn ndjson(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bo
 async fn publish_many(
     style: Style,
     state: &ApiState,
-    tenant: &str,
+    caller: &Caller,
     items: Vec<(Option<usize>, Result<Value, BodyError>)>,
 ) -> Response {
+    let tenant = caller.tenant.as_str();
     if items.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -503,7 +528,11 @@ async fn publish_many(
         return refusal(r);
     }
     let events: Vec<_> = accepted.iter().map(|(_, e)| e.clone()).collect();
-    if let Err(e) = state.publisher.publish(&events).await {
+    if let Err(e) = state
+        .publisher
+        .publish(&events, caller.traceparent.as_deref())
+        .await
+    {
         return publish_error(e);
     }
     let body = match style {

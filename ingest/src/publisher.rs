@@ -10,6 +10,7 @@
 
 use futures::future::try_join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
@@ -17,6 +18,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 use std::time::Instant;
 use weir_core::codec::{Codec, CodecError};
+use weir_core::trace_context;
 use weir_core::Event;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +114,11 @@ impl EventPublisher {
     }
 
     #[tracing::instrument(name = "kafka_publish", skip_all, fields(events = events.len()))]
-    pub async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
+    pub async fn publish(
+        &self,
+        events: &[Event],
+        traceparent: Option<&str>,
+    ) -> Result<(), PublishError> {
         let mut payloads = Vec::with_capacity(events.len());
         for e in events {
             payloads.push(self.codec.encode_event(e).await.map_err(|err| match err {
@@ -122,9 +128,16 @@ impl EventPublisher {
         }
         let producer = self.producer();
         let sends = events.iter().zip(&payloads).map(|(e, p)| {
-            let record = FutureRecord::to(&self.topic)
+            let mut record = FutureRecord::to(&self.topic)
                 .key(e.event_id.as_bytes())
                 .payload(p);
+            if let Some(tp) = traceparent {
+                let header = Header {
+                    key: trace_context::HEADER,
+                    value: Some(tp),
+                };
+                record = record.headers(OwnedHeaders::new().insert(header));
+            }
             producer.send(record, Timeout::After(self.queue_timeout))
         });
         // librdkafka may hold a message past message.timeout.ms while a dead

@@ -13,7 +13,7 @@ use crate::sink::{Mode, OutRecord, OutputSink};
 use crate::watermark;
 use crate::window::WindowAssigner;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use weir_core::codec::{Codec, CodecError};
 use weir_core::ops::Readiness;
 use weir_core::topics::{ensure_topics, TopicSpec};
+use weir_core::trace_context;
 
 /// Notes a revocation so the loop drops the batch and the revoked state.
 #[derive(Default)]
@@ -213,7 +214,7 @@ impl Processor {
         Ok(())
     }
 
-    async fn handle(&mut self, msg: &rdkafka::message::OwnedMessage) -> anyhow::Result<()> {
+    async fn handle(&mut self, msg: &OwnedMessage) -> anyhow::Result<()> {
         let p = msg.partition();
         let offset = msg.offset();
         if !self.parts.contains_key(&p) {
@@ -240,19 +241,24 @@ impl Processor {
         part.last_input = Instant::now();
         let topics = &self.cfg.topics;
         let source = || format!("{}/{p}/{offset}", topics.raw);
+        // Every copy keeps the caller's trace context.
+        let base = || match trace_of(msg) {
+            Some(tp) => OwnedHeaders::new().insert(header(trace_context::HEADER, tp)),
+            None => OwnedHeaders::new(),
+        };
         // Where the record goes: (verdict, and the topic, key and headers of its copy, if any).
         let (verdict, routed) = match self.codec.decode_event(msg.payload()).await {
             Ok(event) => {
                 let key = event.event_id.clone().into_bytes();
                 match part.state.process(offset, &event) {
                     Verdict::Accepted { window_start } => {
-                        let h = OwnedHeaders::new()
-                            .insert(header("weir-window-start", &window_start.to_string()));
+                        let h =
+                            base().insert(header("weir-window-start", &window_start.to_string()));
                         ("accepted", Some((&topics.clean, key, h)))
                     }
                     Verdict::Duplicate => ("duplicate", None),
                     Verdict::Late { watermark } => {
-                        let h = OwnedHeaders::new()
+                        let h = base()
                             .insert(header("weir-reason", "later than the allowed lateness"))
                             .insert(header("weir-watermark", &watermark.to_string()))
                             .insert(header("weir-source", &source()));
@@ -263,7 +269,7 @@ impl Processor {
             Err(CodecError::Invalid(reason)) => {
                 tracing::warn!(partition = p, offset, %reason, "poison record sent to the invalid topic");
                 let key = msg.key().map(<[u8]>::to_vec).unwrap_or_default();
-                let h = OwnedHeaders::new()
+                let h = base()
                     .insert(header("weir-error", &reason))
                     .insert(header("weir-source", &source()));
                 ("invalid", Some((&topics.invalid, key, h)))
@@ -438,6 +444,12 @@ impl Processor {
         }
         Ok(())
     }
+}
+
+fn trace_of(msg: &OwnedMessage) -> Option<&str> {
+    let headers = msg.headers()?;
+    let h = headers.iter().find(|h| h.key == trace_context::HEADER)?;
+    std::str::from_utf8(h.value?).ok()
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {

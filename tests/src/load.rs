@@ -2,7 +2,7 @@
 //! late events, posted in batches, and readers for what comes out.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -157,12 +157,19 @@ pub async fn post_batches(
 pub fn topic_keys(brokers: &str, topic: &str) -> anyhow::Result<BTreeSet<String>> {
     Ok(topic_records(brokers, topic)?
         .into_iter()
-        .map(|(k, _)| k)
+        .map(|r| r.key)
         .collect())
 }
 
-/// Every (key, payload) in `topic` (read_committed), read to the end.
-pub fn topic_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+/// One record read back from a topic.
+pub struct Record {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Every record in `topic` (read_committed), read to the end.
+pub fn topic_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "weir-test-reader")
@@ -202,7 +209,24 @@ pub fn topic_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<(String, 
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
             let m = m?;
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            records.push((key, m.payload().unwrap_or_default().to_vec()));
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.push(Record {
+                key,
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
             continue;
         }
         // Positions move past transaction markers too, which are never delivered.

@@ -8,6 +8,8 @@ use weir_core::codec::Codec;
 use weir_tests::load::{topic_records, TENANT, WRITE_KEY};
 use weir_tests::{Stack, Stage};
 
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
@@ -97,7 +99,7 @@ async fn write_keys_rate_limit_ndjson_and_gzip() {
         &ingest,
         "/v1/events",
         None,
-        &[("x-write-key", WRITE_KEY)],
+        &[("x-write-key", WRITE_KEY), ("traceparent", TRACEPARENT)],
         event("header-1"),
     )
     .await;
@@ -214,7 +216,7 @@ async fn write_keys_rate_limit_ndjson_and_gzip() {
         "aggregates.1m",
     )
     .unwrap();
-    for (key, payload) in &records {
+    for weir_tests::load::Record { key, payload, .. } in &records {
         let e = codec
             .decode_event(Some(payload))
             .await
@@ -225,7 +227,17 @@ async fn write_keys_rate_limit_ndjson_and_gzip() {
             "stamped with the key's tenant"
         );
     }
-    let keys: std::collections::BTreeSet<String> = records.into_iter().map(|(k, _)| k).collect();
+    let traced = records
+        .iter()
+        .find(|r| r.key == "header-1")
+        .expect("header-1 in Kafka");
+    assert!(
+        traced
+            .headers
+            .contains(&("traceparent".to_string(), TRACEPARENT.to_string())),
+        "the caller's trace context rides on the record"
+    );
+    let keys: std::collections::BTreeSet<String> = records.into_iter().map(|r| r.key).collect();
     let expected: std::collections::BTreeSet<String> =
         ["basic-1", "header-1", "nd-1", "nd-2", "gz-1", "beacon-1"]
             .iter()
@@ -348,7 +360,9 @@ async fn legacy_payload_shapes_land_as_weir_events() {
     )
     .unwrap();
     let mut events = std::collections::BTreeMap::new();
-    for (_, payload) in topic_records(&stack.brokers(), "events.raw").unwrap() {
+    for weir_tests::load::Record { payload, .. } in
+        topic_records(&stack.brokers(), "events.raw").unwrap()
+    {
         let e = codec.decode_event(Some(&payload)).await.unwrap();
         events.insert(e.event_id.clone(), e);
     }
@@ -604,7 +618,9 @@ async fn grpc_push_is_logeater_compatible() {
     )
     .unwrap();
     let mut got = std::collections::BTreeMap::new();
-    for (_, payload) in topic_records(&stack.brokers(), "events.raw").unwrap() {
+    for weir_tests::load::Record { payload, .. } in
+        topic_records(&stack.brokers(), "events.raw").unwrap()
+    {
         let e = codec.decode_event(Some(&payload)).await.unwrap();
         got.insert(e.event_id.clone(), e);
     }
