@@ -74,7 +74,28 @@ impl WriteKeys {
 
     /// The tenant of the request's key.
     pub fn tenant(&self, headers: &HeaderMap) -> Result<&str, AuthError> {
-        let key = presented_key(headers).ok_or(AuthError::Missing)?;
+        self.tenant_of(presented_key(headers))
+    }
+
+    /// As `tenant`, also accepting `?write_key=` in the query: the one way a
+    /// `navigator.sendBeacon` request, which cannot set headers, can carry it.
+    pub fn tenant_with_query(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<&str, AuthError> {
+        let from_query = || {
+            query?
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "write_key")
+                .and_then(|(_, v)| percent_decode(v))
+        };
+        self.tenant_of(presented_key(headers).or_else(from_query))
+    }
+
+    fn tenant_of(&self, key: Option<String>) -> Result<&str, AuthError> {
+        let key = key.filter(|k| !k.is_empty()).ok_or(AuthError::Missing)?;
         let d = digest(&key);
         // The map lookup is on a digest, which tells an attacker nothing about
         // the key; the final comparison is constant time all the same.
@@ -83,6 +104,30 @@ impl WriteKeys {
             _ => Err(AuthError::Invalid),
         }
     }
+}
+
+fn percent_decode(v: &str) -> Option<String> {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<String> {
@@ -137,6 +182,17 @@ mod tests {
         assert_eq!(
             keys.tenant(&headers("x-write-key", "secret-key-1")),
             Ok("acme")
+        );
+    }
+
+    #[test]
+    fn beacon_requests_carry_the_key_in_the_query() {
+        let keys = WriteKeys::parse("secret key/1:acme").unwrap();
+        let q = Some("a=1&write_key=secret%20key%2F1");
+        assert_eq!(keys.tenant_with_query(&HeaderMap::new(), q), Ok("acme"));
+        assert_eq!(
+            keys.tenant_with_query(&HeaderMap::new(), Some("write_key=")),
+            Err(AuthError::Missing)
         );
     }
 

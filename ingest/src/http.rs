@@ -17,7 +17,7 @@ use crate::publisher::{EventPublisher, PublishError};
 use crate::validate::{to_event, FieldError, Limits};
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -95,6 +95,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/events", post(legacy_single))
         .route("/events/batch", post(legacy_batch))
         .route("/api/write", post(legacy_write))
+        .route("/v1/weir.js", axum::routing::get(snippet))
         .with_state(state)
         .layer(axum::middleware::from_fn(
             move |req, next: axum::middleware::Next| {
@@ -177,12 +178,13 @@ pub(crate) struct Caller {
 /// Authenticates, joins the caller's trace, and reads the body.
 async fn accept(
     state: &ApiState,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Caller, axum::body::Bytes), Response> {
     let tenant = match &state.write_keys {
         None => state.default_tenant.clone(),
-        Some(keys) => match keys.tenant(headers) {
+        Some(keys) => match keys.tenant_with_query(headers, query) {
             Ok(t) => t.to_string(),
             Err(e) => {
                 let message = match e {
@@ -312,6 +314,18 @@ pub(crate) fn field_errors(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
+/// The browser snippet; see the comment at its top for its use.
+async fn snippet() -> Response {
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            "application/javascript; charset=utf-8",
+        ),
+        (header::CACHE_CONTROL, "public, max-age=300"),
+    ];
+    (headers, include_str!("../assets/weir.js")).into_response()
+}
+
 /// How a route answers: weir's own shape, or that of the system it stands in for.
 #[derive(Debug, Clone, Copy)]
 enum Style {
@@ -322,36 +336,49 @@ enum Style {
     EventService,
 }
 
-async fn single(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
-    single_as(Style::Weir, &state, &headers, body).await
+async fn single(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    single_as(Style::Weir, &state, uri.query(), &headers, body).await
 }
 
 async fn legacy_single(
     State(state): State<Arc<ApiState>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    single_as(Style::EventStream, &state, &headers, body).await
+    single_as(Style::EventStream, &state, uri.query(), &headers, body).await
 }
 
 async fn legacy_write(
     State(state): State<Arc<ApiState>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    single_as(Style::EventService, &state, &headers, body).await
+    single_as(Style::EventService, &state, uri.query(), &headers, body).await
 }
 
-async fn batch(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
-    batch_as(Style::Weir, &state, &headers, body).await
+async fn batch(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    batch_as(Style::Weir, &state, uri.query(), &headers, body).await
 }
 
 async fn legacy_batch(
     State(state): State<Arc<ApiState>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    batch_as(Style::EventStream, &state, &headers, body).await
+    batch_as(Style::EventStream, &state, uri.query(), &headers, body).await
 }
 
 /// Maps a legacy shape to the native one, counting which shapes arrive.
@@ -365,8 +392,14 @@ fn native(v: Value) -> Value {
 }
 
 #[tracing::instrument(name = "post_event", skip(state, headers, body))]
-async fn single_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
-    let (caller, bytes) = match accept(state, headers, body).await {
+async fn single_as(
+    style: Style,
+    state: &ApiState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let (caller, bytes) = match accept(state, query, headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -413,8 +446,14 @@ fn rfc3339(ms: i64) -> Option<String> {
 }
 
 #[tracing::instrument(name = "post_batch", skip(state, headers, body))]
-async fn batch_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Body) -> Response {
-    let (caller, bytes) = match accept(state, headers, body).await {
+async fn batch_as(
+    style: Style,
+    state: &ApiState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    let (caller, bytes) = match accept(state, query, headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -446,8 +485,13 @@ async fn batch_as(style: Style, state: &ApiState, headers: &HeaderMap, body: Bod
 }
 
 #[tracing::instrument(name = "post_ndjson", skip_all)]
-async fn ndjson(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Body) -> Response {
-    let (caller, bytes) = match accept(&state, &headers, body).await {
+async fn ndjson(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (caller, bytes) = match accept(&state, uri.query(), &headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
