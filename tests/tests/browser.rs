@@ -82,6 +82,7 @@ async fn snippet_sends_clicks_and_beacons_from_chromium() {
     .unwrap()
     .expect("chromium runs");
     let _ = server.kill();
+    let _ = server.wait();
     assert!(
         out.status.success(),
         "chromium failed: {}",
