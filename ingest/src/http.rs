@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{post, MethodRouter};
 use axum::{Json, Router};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -88,13 +88,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.requests.clone();
     let cors = state.cors.clone();
     let router = Router::new()
-        .route("/v1/events", post(single))
-        .route("/v1/events/batch", post(batch))
+        .route("/v1/events", single_route(Style::Weir))
+        .route("/v1/events/batch", batch_route(Style::Weir))
         .route("/v1/events/ndjson", post(ndjson))
         // Drop-in paths of the systems weir replaces, answering in their shapes.
-        .route("/events", post(legacy_single))
-        .route("/events/batch", post(legacy_batch))
-        .route("/api/write", post(legacy_write))
+        .route("/events", single_route(Style::EventStream))
+        .route("/events/batch", batch_route(Style::EventStream))
+        .route("/api/write", single_route(Style::EventService))
         .route("/v1/weir.js", axum::routing::get(snippet))
         .with_state(state)
         .layer(axum::middleware::from_fn(
@@ -336,49 +336,22 @@ enum Style {
     EventService,
 }
 
-async fn single(
-    State(state): State<Arc<ApiState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    single_as(Style::Weir, &state, uri.query(), &headers, body).await
+/// `POST` of one event, answered in `style`.
+fn single_route(style: Style) -> MethodRouter<Arc<ApiState>> {
+    post(
+        move |State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body| async move {
+            single_as(style, &state, uri.query(), &headers, body).await
+        },
+    )
 }
 
-async fn legacy_single(
-    State(state): State<Arc<ApiState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    single_as(Style::EventStream, &state, uri.query(), &headers, body).await
-}
-
-async fn legacy_write(
-    State(state): State<Arc<ApiState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    single_as(Style::EventService, &state, uri.query(), &headers, body).await
-}
-
-async fn batch(
-    State(state): State<Arc<ApiState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    batch_as(Style::Weir, &state, uri.query(), &headers, body).await
-}
-
-async fn legacy_batch(
-    State(state): State<Arc<ApiState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    batch_as(Style::EventStream, &state, uri.query(), &headers, body).await
+/// `POST` of a batch, answered in `style`.
+fn batch_route(style: Style) -> MethodRouter<Arc<ApiState>> {
+    post(
+        move |State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body| async move {
+            batch_as(style, &state, uri.query(), &headers, body).await
+        },
+    )
 }
 
 /// Maps a legacy shape to the native one, counting which shapes arrive.
