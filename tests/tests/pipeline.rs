@@ -1,6 +1,6 @@
 //! End to end on the real stack: events posted to ingest must come out of the
 //! query API exactly: duplicates dropped, late events dead-lettered, unique
-//! users exact, through processor crashes in each commit mode.
+//! users exact, through processor crashes in each commit mode and a broker restart.
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -72,9 +72,19 @@ impl Pipeline {
     }
 }
 
-/// Posts the standard mix; with `crashes`, SIGKILLs the processor after each
-/// of the first `crashes` slices and restarts it. Then checks every number.
-async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize, seed: u64) {
+/// Posts the standard mix while applying `faults` one after another, each
+/// once the pipeline has committed work and while traffic still flows. Then
+/// checks every number.
+/// What to break mid-stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// SIGKILL the processor, then start it again.
+    KillProcessor,
+    /// SIGKILL the broker, then start it again on the same data.
+    RestartBroker,
+}
+
+async fn run_exactly_once(commit_mode: &str, expected_mode: &str, faults: &[Fault], seed: u64) {
     let mut p = pipeline(commit_mode).await;
     let chosen = p.processor.proc.log_tail(200);
     assert!(
@@ -100,8 +110,8 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize
         }
         anyhow::Ok(acked)
     });
-    for _ in 0..crashes {
-        // Kill only once this life has committed work, so the next one must restore it.
+    for fault in faults {
+        // Break things only once this life has committed work, so the next one must restore it.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let commits = p.processor.metric("weir_processor_commits_total").await;
@@ -116,10 +126,19 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        p.processor.proc.kill9();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        p.processor.proc.restart();
-        p.processor.wait_ready().await;
+        match fault {
+            Fault::KillProcessor => {
+                p.processor.proc.kill9();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                p.processor.proc.restart();
+                p.processor.wait_ready().await;
+            }
+            Fault::RestartBroker => {
+                p.stack.kafka.kill9();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                p.stack.kafka.restart();
+            }
+        }
     }
     let _ = crashes_done.send(());
     let acked = sender
@@ -165,7 +184,7 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize
         "events table holds each on-time event once"
     );
 
-    if crashes > 0 {
+    if faults.contains(&Fault::KillProcessor) {
         // The restarted processor must have picked up committed state, not started over.
         let log = p.processor.proc.log_tail(10_000);
         let restored = log
@@ -187,7 +206,7 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize
         "events.late holds exactly the late events"
     );
     eprintln!(
-        "[{commit_mode}, {crashes} crashes] posted {}, acked {}, on-time {on_time}, late {}, users {}",
+        "[{commit_mode}, faults {faults:?}] posted {}, acked {}, on-time {on_time}, late {}, users {}",
         plan.events.len(),
         acked.len(),
         late.len(),
@@ -201,17 +220,28 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, crashes: usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_counts_are_exact() {
-    run_exactly_once("auto", "exactly_once", 0, 1).await;
+    run_exactly_once("auto", "exactly_once", &[], 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_sigkill_twice_exactly_once_mode() {
-    run_exactly_once("exactly_once", "exactly_once", 2, 2).await;
+    run_exactly_once(
+        "exactly_once",
+        "exactly_once",
+        &[Fault::KillProcessor; 2],
+        2,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_sigkill_twice_ordered_mode() {
-    run_exactly_once("ordered", "ordered", 2, 3).await;
+    run_exactly_once("ordered", "ordered", &[Fault::KillProcessor; 2], 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_sigkill_and_restart_mid_stream() {
+    run_exactly_once("auto", "exactly_once", &[Fault::RestartBroker], 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
