@@ -47,8 +47,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+    weir_core::event::rfc3339_ms(s)
         .map_err(|_| "must be RFC 3339 or epoch milliseconds".to_string())
 }
 

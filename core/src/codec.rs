@@ -43,6 +43,7 @@ impl From<SRCError> for CodecError {
 
 pub struct Codec {
     registry_url: String,
+    http: reqwest::Client,
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     event_subject: SubjectNameStrategy,
@@ -66,6 +67,10 @@ impl Codec {
         };
         Ok(Self {
             registry_url: registry_url.trim_end_matches('/').to_string(),
+            // One client for the compatibility calls and the readiness probe.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
             encoder: AvroEncoder::new(settings.clone()),
             decoder: AvroDecoder::new(settings),
             event_subject: SubjectNameStrategy::TopicNameStrategyWithSchema(
@@ -84,13 +89,11 @@ impl Codec {
     /// Sets BACKWARD compatibility on both subjects and registers the schemas,
     /// so that an incompatible change fails at start-up, not on the first event.
     pub async fn register(&self) -> anyhow::Result<()> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
         for subject in [&self.event_subject, &self.aggregate_subject] {
             let name = subject.get_subject().map_err(|e| anyhow::anyhow!("{e}"))?;
             let url = format!("{}/config/{}", self.registry_url, name);
-            let resp = http
+            let resp = self
+                .http
                 .put(&url)
                 .header("Content-Type", "application/vnd.schemaregistry.v1+json")
                 .body(r#"{"compatibility":"BACKWARD"}"#)
@@ -125,8 +128,7 @@ impl Codec {
     /// Whether the registry answers right now (for readiness probes).
     pub async fn registry_reachable(&self) -> bool {
         let url = format!("{}/subjects", self.registry_url);
-        let client = reqwest::Client::new();
-        matches!(client.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+        matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
     }
 
     pub async fn encode_event(&self, event: &Event) -> Result<Vec<u8>, CodecError> {

@@ -50,6 +50,12 @@ impl Event {
     }
 }
 
+/// Epoch milliseconds of an RFC 3339 timestamp.
+pub fn rfc3339_ms(s: &str) -> Result<i64, time::error::Parse> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 /// The first level of a dotted event name.
 pub fn namespace_of(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)

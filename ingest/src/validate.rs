@@ -408,18 +408,16 @@ fn time_field(c: &mut Checker<'_>, obj: &Map<String, Value>, field: &str) -> Opt
                 None
             }
         },
-        Some(Value::String(s)) => {
-            match time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-                Ok(t) => Some((t.unix_timestamp_nanos() / 1_000_000) as i64),
-                Err(e) => {
-                    c.err(
-                        field,
-                        format!("must be RFC 3339 or epoch milliseconds: {e}"),
-                    );
-                    None
-                }
+        Some(Value::String(s)) => match weir_core::event::rfc3339_ms(s) {
+            Ok(ms) => Some(ms),
+            Err(e) => {
+                c.err(
+                    field,
+                    format!("must be RFC 3339 or epoch milliseconds: {e}"),
+                );
+                None
             }
-        }
+        },
         Some(other) => {
             c.err(
                 field,

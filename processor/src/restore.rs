@@ -6,10 +6,10 @@
 
 use crate::partition::StateRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
-use weir_core::kafka::KafkaConfig;
+use weir_core::kafka::{header_str, KafkaConfig};
 
 pub const UPTO_HEADER: &str = "weir-upto";
 
@@ -60,14 +60,7 @@ pub fn read_partition(
         let Some(key) = key.strip_prefix(prefix) else {
             continue;
         };
-        let upto = msg
-            .headers()
-            .and_then(|h| {
-                h.iter()
-                    .find(|h| h.key == UPTO_HEADER)
-                    .and_then(|h| h.value)
-            })
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok());
+        let upto = header_str(msg.headers(), UPTO_HEADER).and_then(|v| v.parse::<i64>().ok());
         let Some(upto) = upto else {
             tracing::warn!(
                 topic,

@@ -13,13 +13,14 @@ use crate::sink::{Mode, OutRecord, OutputSink};
 use crate::watermark;
 use crate::window::WindowAssigner;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use weir_core::codec::{Codec, CodecError};
+use weir_core::kafka::header_str;
 use weir_core::ops::Readiness;
 use weir_core::topics::{ensure_topics, TopicSpec};
 use weir_core::trace_context;
@@ -242,7 +243,7 @@ impl Processor {
         let topics = &self.cfg.topics;
         let source = || format!("{}/{p}/{offset}", topics.raw);
         // Every copy keeps the caller's trace context.
-        let base = || match trace_of(msg) {
+        let base = || match header_str(msg.headers(), trace_context::HEADER) {
             Some(tp) => OwnedHeaders::new().insert(header(trace_context::HEADER, tp)),
             None => OwnedHeaders::new(),
         };
@@ -444,12 +445,6 @@ impl Processor {
         }
         Ok(())
     }
-}
-
-fn trace_of(msg: &OwnedMessage) -> Option<&str> {
-    let headers = msg.headers()?;
-    let h = headers.iter().find(|h| h.key == trace_context::HEADER)?;
-    std::str::from_utf8(h.value?).ok()
 }
 
 fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
