@@ -6,6 +6,10 @@ use weir_aggregator::config::AggregatorConfig;
 use weir_aggregator::runtime::Aggregator;
 use weir_core::{ops, service};
 
+// glibc malloc took a quarter of ingest's CPU under load (perf, bench-ingest).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ABOUT: &str = "weir aggregator: ClickHouse materialisation and the query API";
 
 #[tokio::main]

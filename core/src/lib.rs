@@ -5,6 +5,7 @@
 //! Keep this crate small: logic that belongs to one stage lives in that stage.
 
 pub mod aggregate;
+pub mod api_docs;
 pub mod codec;
 pub mod config;
 pub mod event;

@@ -4,7 +4,7 @@
 //! facade into a Prometheus registry served at `/metrics`. Traces are exported
 //! over OTLP/HTTP only when an endpoint is configured (off by default).
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -79,7 +79,17 @@ impl Telemetry {
             .with(fmt)
             .with(otel)
             .try_init()?;
-        let metrics = PrometheusBuilder::new().install_recorder()?;
+        // Durations are histograms with buckets, not summaries, so that
+        // Prometheus can aggregate them across replicas.
+        let metrics = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ],
+            )?
+            .install_recorder()?;
         Ok(Self { metrics, tracer })
     }
 

@@ -54,6 +54,9 @@ pub struct IngestConfig {
     pub max_future_skew_ms: i64,
     pub max_string_bytes: usize,
     pub max_properties: usize,
+    /// Older events are accepted with a warning in the answer (and counted
+    /// in `weir_ingest_events_flagged_total`); set it to the dedup horizon.
+    pub flag_older_than_ms: i64,
     /// How long Kafka may take to acknowledge before the request gets a 503.
     pub delivery_timeout_ms: u64,
     /// Events handed to the producer and not yet acknowledged; past this
@@ -65,6 +68,9 @@ pub struct IngestConfig {
     /// Origins browsers may send events from: `*`, or a comma-separated
     /// list of origins; empty turns CORS off.
     pub cors_allowed_origins: String,
+    /// On SIGTERM: how long to finish open requests and flush the producer
+    /// before exiting anyway. Keep it under the pod's termination grace period.
+    pub shutdown_timeout_ms: u64,
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub telemetry: TelemetryConfig,
@@ -84,10 +90,12 @@ impl Default for IngestConfig {
             max_future_skew_ms: 10 * 60 * 1000,
             max_string_bytes: 8 * 1024,
             max_properties: 256,
+            flag_older_than_ms: 24 * 60 * 60 * 1000,
             delivery_timeout_ms: 30_000,
             max_in_flight_events: 100_000,
             max_concurrent_requests: 256,
             cors_allowed_origins: "*".into(),
+            shutdown_timeout_ms: 25_000,
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
             telemetry: TelemetryConfig::default(),

@@ -15,11 +15,13 @@ use crate::body::{self, BodyError};
 use crate::compat;
 use crate::publisher::{EventPublisher, PublishError};
 use crate::validate::{to_event, FieldError, Limits};
+use crate::wire::{
+    Accepted, AcceptedEntry, BatchAnswer, EventServiceAnswer, EventServiceLog, EventStreamAccepted,
+    EventStreamBatchAnswer, RejectedEntry,
+};
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, MethodRouter};
 use axum::{Json, Router};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -84,19 +86,14 @@ pub fn rate_limiter(events_per_second: u32, burst: u32) -> Option<DefaultKeyedRa
     ))
 }
 
+/// The event API, its OpenAPI spec and Swagger UI, behind the in-flight
+/// request limit and the CORS policy.
 pub fn router(state: Arc<ApiState>) -> Router {
     let limit = state.requests.clone();
     let cors = state.cors.clone();
-    let router = Router::new()
-        .route("/v1/events", single_route(Style::Weir))
-        .route("/v1/events/batch", batch_route(Style::Weir))
-        .route("/v1/events/ndjson", post(ndjson))
-        // Drop-in paths of the systems weir replaces, answering in their shapes.
-        .route("/events", single_route(Style::EventStream))
-        .route("/events/batch", batch_route(Style::EventStream))
-        .route("/api/write", single_route(Style::EventService))
-        .route("/v1/weir.js", axum::routing::get(snippet))
-        .with_state(state)
+    let (api, spec) = crate::routes::api(state);
+    let router = api
+        .merge(weir_core::api_docs::router(spec))
         .layer(axum::middleware::from_fn(
             move |req, next: axum::middleware::Next| {
                 let limit = limit.clone();
@@ -108,11 +105,29 @@ pub fn router(state: Arc<ApiState>) -> Router {
                     }
                 }
             },
-        ));
+        ))
+        .layer(axum::middleware::from_fn(count_requests));
     match cors {
         Some(layer) => router.layer(layer),
         None => router,
     }
+}
+
+/// Counts every request by route and status, and times it.
+async fn count_requests(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("weir_ingest_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("weir_ingest_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// A JSON error body: `{"error": {"code": ..., "message": ..., ...extra}}`.
@@ -248,7 +263,7 @@ impl ApiState {
             }
         }
         let in_flight = self.publisher.in_flight();
-        metrics::gauge!("weir_ingest_in_flight_events").set(in_flight as f64);
+        metrics::gauge!("weir_ingest_producer_queue_events").set(in_flight as f64);
         if in_flight + n > self.max_in_flight_events {
             return Err(Refusal::KafkaBehind);
         }
@@ -315,7 +330,7 @@ pub(crate) fn field_errors(errors: &[FieldError]) -> String {
 }
 
 /// The browser snippet; see the comment at its top for its use.
-async fn snippet() -> Response {
+pub(crate) async fn snippet() -> Response {
     let headers = [
         (
             header::CONTENT_TYPE,
@@ -328,30 +343,12 @@ async fn snippet() -> Response {
 
 /// How a route answers: weir's own shape, or that of the system it stands in for.
 #[derive(Debug, Clone, Copy)]
-enum Style {
+pub(crate) enum Style {
     Weir,
     /// event-stream: `{"id": ...}` and `{"ids": [...]}`.
     EventStream,
     /// event-service: `{"log": {...}}`.
     EventService,
-}
-
-/// `POST` of one event, answered in `style`.
-fn single_route(style: Style) -> MethodRouter<Arc<ApiState>> {
-    post(
-        move |State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body| async move {
-            single_as(style, &state, uri.query(), &headers, body).await
-        },
-    )
-}
-
-/// `POST` of a batch, answered in `style`.
-fn batch_route(style: Style) -> MethodRouter<Arc<ApiState>> {
-    post(
-        move |State(state): State<Arc<ApiState>>, uri: Uri, headers: HeaderMap, body: Body| async move {
-            batch_as(style, &state, uri.query(), &headers, body).await
-        },
-    )
 }
 
 /// Maps a legacy shape to the native one, counting which shapes arrive.
@@ -365,7 +362,7 @@ fn native(v: Value) -> Value {
 }
 
 #[tracing::instrument(name = "post_event", skip(state, headers, body))]
-async fn single_as(
+pub(crate) async fn single_as(
     style: Style,
     state: &ApiState,
     query: Option<&str>,
@@ -380,15 +377,20 @@ async fn single_as(
         Ok(v) => native(v),
         Err(e) => return body_error(e),
     };
-    let event = match to_event(&v, now_ms(), &caller.tenant, &state.limits) {
+    let received_at = now_ms();
+    let event = match to_event(&v, received_at, &caller.tenant, &state.limits) {
         Ok(e) => e,
         Err(errors) => {
+            for f in &errors {
+                metrics::counter!("weir_ingest_events_rejected_total", "reason" => reason(f))
+                    .increment(1);
+            }
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_event",
                 field_errors(&errors),
                 json!({ "fields": errors }),
-            )
+            );
         }
     };
     if let Err(r) = state.admit(&caller.tenant, 1) {
@@ -401,15 +403,34 @@ async fn single_as(
     {
         return publish_error(e);
     }
-    let body = match style {
-        Style::Weir => json!({"event_id": event.event_id}),
-        Style::EventStream => json!({"id": event.event_id}),
-        Style::EventService => json!({"event_id": event.event_id, "log": {
-            "event_name": event.name, "description": event.description,
-            "created_at": rfc3339(event.timestamp), "customer_id": event.customer_id,
-        }}),
-    };
+    let warnings = state.limits.warnings(&event, received_at);
+    flag(&warnings);
+    let event_id = event.event_id.clone();
+    match style {
+        Style::Weir => accepted(Accepted { event_id, warnings }),
+        Style::EventStream => accepted(EventStreamAccepted { id: event_id }),
+        Style::EventService => accepted(EventServiceAnswer {
+            event_id,
+            log: EventServiceLog {
+                created_at: rfc3339(event.timestamp),
+                event_name: event.name,
+                description: event.description,
+                customer_id: event.customer_id,
+            },
+        }),
+    }
+}
+
+fn accepted(body: impl serde::Serialize) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// Counts accepted-but-flagged events by the field that was flagged.
+fn flag(warnings: &[FieldError]) {
+    for w in warnings {
+        metrics::counter!("weir_ingest_events_flagged_total", "field" => w.field.clone())
+            .increment(1);
+    }
 }
 
 fn rfc3339(ms: i64) -> Option<String> {
@@ -419,7 +440,7 @@ fn rfc3339(ms: i64) -> Option<String> {
 }
 
 #[tracing::instrument(name = "post_batch", skip(state, headers, body))]
-async fn batch_as(
+pub(crate) async fn batch_as(
     style: Style,
     state: &ApiState,
     query: Option<&str>,
@@ -458,13 +479,13 @@ async fn batch_as(
 }
 
 #[tracing::instrument(name = "post_ndjson", skip_all)]
-async fn ndjson(
-    State(state): State<Arc<ApiState>>,
-    uri: Uri,
-    headers: HeaderMap,
+pub(crate) async fn ndjson(
+    state: &ApiState,
+    query: Option<&str>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Response {
-    let (caller, bytes) = match accept(&state, uri.query(), &headers, body).await {
+    let (caller, bytes) = match accept(state, query, headers, body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -472,7 +493,7 @@ async fn ndjson(
         .into_iter()
         .map(|(line, v)| (Some(line), v))
         .collect();
-    publish_many(Style::Weir, &state, &caller, items).await
+    publish_many(Style::Weir, state, &caller, items).await
 }
 
 /// Validates a list of (line, parsed) entries, publishes the valid ones and
@@ -505,7 +526,8 @@ async fn publish_many(
         );
     }
     let received_at = now_ms();
-    let mut accepted = vec![];
+    let mut accepted_at = vec![];
+    let mut events = vec![];
     let mut rejected = vec![];
     for (index, (line, item)) in items.into_iter().enumerate() {
         let result = item
@@ -521,19 +543,25 @@ async fn publish_many(
             })
             .and_then(|v| to_event(&native(v), received_at, tenant, &state.limits));
         match result {
-            Ok(e) => accepted.push((index, e)),
-            Err(errors) => {
-                let mut r =
-                    json!({"index": index, "message": field_errors(&errors), "fields": errors});
-                if let Some(line) = line {
-                    r["line"] = json!(line);
+            Ok(e) => {
+                accepted_at.push(index);
+                events.push(e);
+            }
+            Err(fields) => {
+                for f in &fields {
+                    metrics::counter!("weir_ingest_events_rejected_total", "reason" => reason(f))
+                        .increment(1);
                 }
-                rejected.push(r);
+                rejected.push(RejectedEntry {
+                    index,
+                    line,
+                    message: field_errors(&fields),
+                    fields,
+                })
             }
         }
     }
-    metrics::counter!("weir_ingest_events_rejected_total").increment(rejected.len() as u64);
-    if accepted.is_empty() {
+    if events.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_batch",
@@ -541,10 +569,9 @@ async fn publish_many(
             json!({ "rejected": rejected }),
         );
     }
-    if let Err(r) = state.admit(tenant, accepted.len()) {
+    if let Err(r) = state.admit(tenant, events.len()) {
         return refusal(r);
     }
-    let events: Vec<_> = accepted.iter().map(|(_, e)| e.clone()).collect();
     if let Err(e) = state
         .publisher
         .publish(&events, caller.traceparent.as_deref())
@@ -552,18 +579,43 @@ async fn publish_many(
     {
         return publish_error(e);
     }
-    let body = match style {
-        Style::EventStream => {
-            let ids: Vec<&str> = accepted.iter().map(|(_, e)| e.event_id.as_str()).collect();
-            json!({"ids": ids, "rejected": rejected})
-        }
+    match style {
+        Style::EventStream => accepted(EventStreamBatchAnswer {
+            ids: events.into_iter().map(|e| e.event_id).collect(),
+            rejected,
+        }),
         Style::Weir | Style::EventService => {
-            let accepted: Vec<Value> = accepted
-                .iter()
-                .map(|(i, e)| json!({"index": i, "event_id": e.event_id}))
+            let accepted_entries = accepted_at
+                .into_iter()
+                .zip(events)
+                .map(|(index, e)| {
+                    let warnings = state.limits.warnings(&e, received_at);
+                    flag(&warnings);
+                    AcceptedEntry {
+                        index,
+                        event_id: e.event_id,
+                        warnings,
+                    }
+                })
                 .collect();
-            json!({"accepted": accepted, "rejected": rejected})
+            accepted(BatchAnswer {
+                accepted: accepted_entries,
+                rejected,
+            })
         }
-    };
-    (StatusCode::ACCEPTED, Json(body)).into_response()
+    }
+}
+
+/// A bounded label for why an event was rejected: its top-level field, or
+/// `unknown_field` / `malformed` (field names sent by clients are unbounded).
+fn reason(e: &FieldError) -> &'static str {
+    if e.field.is_empty() {
+        return "malformed";
+    }
+    let top = e.field.split(['.', '[']).next().unwrap_or("");
+    crate::validate::FIELDS
+        .iter()
+        .find(|f| **f == top)
+        .copied()
+        .unwrap_or("unknown_field")
 }

@@ -2,6 +2,7 @@
 //! time, encodes them as Avro in the Confluent wire format and writes them to
 //! `events.raw`, answering 2xx only once Kafka has them.
 
+pub mod acked_producer;
 pub mod auth;
 pub mod body;
 pub mod compat;
@@ -9,7 +10,9 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod publisher;
+pub mod routes;
 pub mod validate;
+pub mod wire;
 
 use config::IngestConfig;
 use std::sync::Arc;
@@ -56,14 +59,7 @@ pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
         &cfg.topics.aggregates,
     )?;
     codec.register().await?;
-    let timeout = cfg.delivery_timeout_ms.to_string();
-    let producer_config = cfg.kafka.client_config(&[
-        ("enable.idempotence", "true"),
-        ("acks", "all"),
-        ("linger.ms", "5"),
-        ("compression.type", "lz4"),
-        ("message.timeout.ms", &timeout),
-    ]);
+    let producer_config = producer_config(cfg);
     let publisher = http::ApiState {
         publisher: publisher::EventPublisher::new(
             producer_config,
@@ -75,6 +71,7 @@ pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
             max_future_skew_ms: cfg.max_future_skew_ms,
             max_string_bytes: cfg.max_string_bytes,
             max_properties: cfg.max_properties,
+            flag_older_than_ms: cfg.flag_older_than_ms,
             ..Default::default()
         },
         write_keys,
@@ -87,4 +84,21 @@ pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
         cors: http::cors(&cfg.cors_allowed_origins)?,
     };
     Ok(Arc::new(publisher))
+}
+
+/// The producer settings of `events.raw`: idempotent, acks=all, and a
+/// delivery timeout that bounds how long a request waits for Kafka.
+pub fn producer_config(cfg: &IngestConfig) -> rdkafka::ClientConfig {
+    let timeout = cfg.delivery_timeout_ms.to_string();
+    // Room for one more full batch past the high-water mark, so admission
+    // control answers 503 before librdkafka's own queue ever fills.
+    let queue_limit = (cfg.max_in_flight_events + cfg.max_batch_events).to_string();
+    cfg.kafka.client_config(&[
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("linger.ms", "5"),
+        ("compression.type", "lz4"),
+        ("message.timeout.ms", &timeout),
+        ("queue.buffering.max.messages", &queue_limit),
+    ])
 }

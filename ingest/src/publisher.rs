@@ -8,13 +8,11 @@
 //! every few seconds. The events of the failed requests were answered 503,
 //! so their clients resend them with the same ids and nothing is lost.
 
-use futures::future::try_join_all;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use crate::acked_producer::{AckedProducer, SendError};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use std::time::Instant;
 use weir_core::codec::{Codec, CodecError};
@@ -33,7 +31,7 @@ pub enum PublishError {
 
 pub struct EventPublisher {
     config: ClientConfig,
-    producer: RwLock<FutureProducer>,
+    producer: RwLock<Arc<AckedProducer>>,
     last_rebuild: Mutex<Instant>,
     codec: Codec,
     topic: String,
@@ -51,7 +49,7 @@ impl EventPublisher {
         queue_timeout: Duration,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            producer: RwLock::new(config.create()?),
+            producer: RwLock::new(Arc::new(AckedProducer::new(&config)?)),
             config,
             last_rebuild: Mutex::new(Instant::now()),
             codec,
@@ -60,23 +58,26 @@ impl EventPublisher {
         })
     }
 
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> Arc<AckedProducer> {
         self.producer.read().expect("producer lock").clone()
     }
 
     /// Replaces the producer after an error a fresh one would not repeat:
     /// a fatal idempotence error, or an error the broker returned (not a
     /// timeout, which only says the broker is still away).
-    fn recover_from(&self, e: &KafkaError) {
-        let fatal = self.producer().client().fatal_error().is_some();
-        let broker_said = !matches!(
-            e.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::MessageTimedOut
-                    | RDKafkaErrorCode::OperationTimedOut
-                    | RDKafkaErrorCode::QueueFull
-            )
-        );
+    fn recover_from(&self, e: &SendError) {
+        let fatal = self.producer().is_fatal();
+        let broker_said = match e {
+            SendError::Kafka(k) => !matches!(
+                k.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::MessageTimedOut
+                        | RDKafkaErrorCode::OperationTimedOut
+                        | RDKafkaErrorCode::QueueFull
+                )
+            ),
+            SendError::TimedOut(_) | SendError::Closed => false,
+        };
         if !(fatal || broker_said) {
             return;
         }
@@ -84,9 +85,9 @@ impl EventPublisher {
         if last.elapsed() < REBUILD_EVERY {
             return;
         }
-        match self.config.create::<FutureProducer>() {
+        match AckedProducer::new(&self.config) {
             Ok(p) => {
-                *self.producer.write().expect("producer lock") = p;
+                *self.producer.write().expect("producer lock") = Arc::new(p);
                 *last = Instant::now();
                 metrics::counter!("weir_ingest_producer_rebuilds_total").increment(1);
                 tracing::warn!(error = %e, fatal, "replaced the Kafka producer after a broker error");
@@ -97,18 +98,14 @@ impl EventPublisher {
 
     /// Events handed to the producer that Kafka has not acknowledged yet.
     pub fn in_flight(&self) -> usize {
-        self.producer().in_flight_count().max(0) as usize
+        self.producer().in_flight()
     }
 
     /// Whether Kafka and the registry both answer: what `/readyz` reports.
     pub async fn dependencies_up(&self) -> bool {
         let producer = self.producer();
-        let kafka = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok()
-        });
+        let kafka =
+            tokio::task::spawn_blocking(move || producer.broker_answers(Duration::from_secs(2)));
         let registry = self.codec.registry_reachable().await;
         registry && kafka.await.unwrap_or(false)
     }
@@ -126,38 +123,37 @@ impl EventPublisher {
                 CodecError::Invalid(m) => PublishError::Encode(m),
             })?);
         }
-        let producer = self.producer();
-        let sends = events.iter().zip(&payloads).map(|(e, p)| {
-            let mut record = FutureRecord::to(&self.topic)
-                .key(e.event_id.as_bytes())
-                .payload(p);
-            if let Some(tp) = traceparent {
-                let header = Header {
-                    key: trace_context::HEADER,
-                    value: Some(tp),
-                };
-                record = record.headers(OwnedHeaders::new().insert(header));
-            }
-            producer.send(record, Timeout::After(self.queue_timeout))
+        let started = Instant::now();
+        let headers = traceparent.map(|tp| {
+            OwnedHeaders::new().insert(Header {
+                key: trace_context::HEADER,
+                value: Some(tp),
+            })
         });
-        // librdkafka may hold a message past message.timeout.ms while a dead
-        // broker's requests drain; the client is answered on time regardless.
-        // A message acknowledged after that is resent by the client under the
-        // same id, and dedup absorbs it.
-        match tokio::time::timeout(self.queue_timeout, try_join_all(sends)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                self.recover_from(&e);
-                return Err(PublishError::Kafka(e.to_string()));
-            }
-            Err(_) => {
-                return Err(PublishError::Kafka(format!(
-                    "no acknowledgement within {} ms",
-                    self.queue_timeout.as_millis()
-                )))
-            }
+        let records = events
+            .iter()
+            .zip(&payloads)
+            .map(|(e, p)| (e.event_id.as_bytes(), p.as_slice()));
+        let sent = self
+            .producer()
+            .send_all(&self.topic, records, headers.as_ref(), self.queue_timeout)
+            .await;
+        metrics::histogram!("weir_ingest_produce_latency_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = sent {
+            self.recover_from(&e);
+            return Err(PublishError::Kafka(e.to_string()));
         }
         metrics::counter!("weir_ingest_events_published_total").increment(events.len() as u64);
         Ok(())
+    }
+
+    /// Waits up to `timeout` for every queued record to be acknowledged:
+    /// the last step of a graceful shutdown.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let producer = self.producer();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .unwrap_or(false)
     }
 }

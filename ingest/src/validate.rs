@@ -17,6 +17,9 @@ pub struct Limits {
     pub max_string_bytes: usize,
     pub max_properties: usize,
     pub max_items: usize,
+    /// Events older than this are accepted with a warning: past the dedup
+    /// horizon a retry of them may no longer be recognised as one.
+    pub flag_older_than_ms: i64,
 }
 
 impl Default for Limits {
@@ -26,17 +29,19 @@ impl Default for Limits {
             max_string_bytes: 8 * 1024,
             max_properties: 256,
             max_items: 256,
+            flag_older_than_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What is wrong with one field, named by its path (`properties.sku`, `items[2].price`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
 }
 
-const FIELDS: &[&str] = &[
+pub const FIELDS: &[&str] = &[
     "event_id",
     "name",
     "timestamp",
@@ -162,6 +167,24 @@ impl Checker<'_> {
             out.insert(k.clone(), value);
         }
         out
+    }
+}
+
+impl Limits {
+    /// What is worth flagging in an event that was accepted.
+    pub fn warnings(&self, event: &Event, received_at: i64) -> Vec<FieldError> {
+        let age = received_at.saturating_sub(event.timestamp);
+        if age > self.flag_older_than_ms {
+            return vec![FieldError {
+                field: "timestamp".into(),
+                message: format!(
+                    "is {} h old, past the {} h dedup horizon: accepted, but a resend may count twice",
+                    age / 3_600_000,
+                    self.flag_older_than_ms / 3_600_000
+                ),
+            }];
+        }
+        vec![]
     }
 }
 

@@ -7,4 +7,4 @@
 pub mod load;
 pub mod stack;
 
-pub use stack::{Stack, Stage};
+pub use stack::{repo_root, Stack, Stage};
