@@ -278,3 +278,88 @@ async fn sigterm_drains_open_requests_and_exits_in_bounded_time() {
     );
     assert!(!matches!(stuck.await.unwrap(), Ok(202)));
 }
+
+/// Random JSON, biased towards the keys the mappers and the validator read.
+fn hostile_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let key = prop_oneof![
+        Just("name".to_string()),
+        Just("event".to_string()),
+        Just("event_name".to_string()),
+        Just("events".to_string()),
+        Just("type".to_string()),
+        Just("timestamp".to_string()),
+        Just("sent_at".to_string()),
+        Just("event_params".to_string()),
+        Just("details".to_string()),
+        Just("properties".to_string()),
+        Just("items".to_string()),
+        Just("context".to_string()),
+        "[a-z_]{1,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,16}".prop_map(Value::String),
+        Just(json!("cart.add")),
+        Just(json!("2024-01-15T10:30:00Z")),
+    ];
+    leaf.prop_recursive(4, 64, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(key.clone(), inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_json_on_every_route_never_gets_a_5xx() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let stack = Stack::start().await;
+    let ingest = stack.stage("ingest", "0", &[]);
+    ingest.wait_ready().await;
+    let http = reqwest::Client::new();
+    let routes = [
+        "/v1/events",
+        "/v1/events/batch",
+        "/v1/events/ndjson",
+        "/events",
+        "/events/batch",
+        "/api/write",
+    ];
+    let mut runner = TestRunner::deterministic();
+    let strategy = hostile_json();
+    let mut statuses = std::collections::BTreeMap::new();
+    for n in 0..600 {
+        let value = strategy.new_tree(&mut runner).unwrap().current();
+        let route = routes[n % routes.len()];
+        let mut body = value.to_string().into_bytes();
+        if n % 10 == 9 {
+            body.truncate(body.len() / 2); // and some cut short
+        }
+        let status = http
+            .post(ingest.url(route))
+            .bearer_auth(WRITE_KEY)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{route} dropped the connection on {value}: {e}"))
+            .status()
+            .as_u16();
+        assert!(status < 500, "{route} answered {status} to {value}");
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    // Both outcomes were exercised: some random events were valid.
+    assert!(
+        statuses.contains_key(&202) && statuses.contains_key(&400),
+        "{statuses:?}"
+    );
+    let health = http.get(ingest.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

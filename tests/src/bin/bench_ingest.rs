@@ -188,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
-    let stack = Stack::start().await;
+    let mut stack = Stack::start().await;
     let ingest = stack.stage("ingest", "bench", &[("RUST_LOG", "warn")]);
     ingest.wait_ready().await;
     let url = ingest.url("");
@@ -248,8 +248,27 @@ async fn main() -> anyhow::Result<()> {
         .expect("the median is a round");
     let (rss_max, hwm) = rss_mib(pid);
     let half_rate = max.events_per_sec / 2.0;
-    let half = load(gateway, secs, Some(half_rate)).await;
+    let half = load(gateway.clone(), secs, Some(half_rate)).await;
     let raw_half = load(raw, secs, Some(half_rate)).await;
+
+    // Overload: the broker stops while the clients keep sending. Requests
+    // wait at most the delivery timeout, then get 503; memory must stay
+    // bounded by the in-flight limits, not grow with the offered load.
+    stack.kafka.kill9();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = tokio::spawn({
+        let peak = peak.clone();
+        async move {
+            loop {
+                let rss = rss_mib(pid).0 as u64;
+                peak.fetch_max(rss, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let overload = load(gateway, secs, None).await;
+    sampler.abort();
+    let overload_peak = peak.load(Ordering::Relaxed);
 
     println!("weir ingest benchmark: {secs} s per phase, batches of {BATCH} events (~{json_bytes} B JSON, {avro} B Avro), concurrency {CONCURRENCY}, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!("| phase | events/s | p50 ms | p99 ms | errors |");
@@ -275,5 +294,9 @@ async fn main() -> anyhow::Result<()> {
         half.p99_ms, raw_half.p99_ms
     );
     println!("ingest RSS: idle {idle:.0} MiB, under max load {rss_max:.0} MiB, peak {hwm:.0} MiB");
+    println!(
+        "overload, broker stopped for {secs} s: {} requests refused (503), {:.0} events/s accepted, ingest RSS peak {overload_peak} MiB",
+        overload.errors, overload.events_per_sec
+    );
     Ok(())
 }
