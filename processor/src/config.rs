@@ -36,6 +36,10 @@ pub struct ProcessorConfig {
     pub allowed_lateness_ms: i64,
     pub dedup_horizon_ms: i64,
     pub idle_partition_timeout_ms: u64,
+    /// How long the group waits for a silent instance before moving its
+    /// partitions to the others. With static membership a restart within
+    /// this time keeps its partitions; a crash costs this much lag.
+    pub session_timeout_ms: u64,
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub telemetry: TelemetryConfig,
@@ -57,6 +61,7 @@ impl Default for ProcessorConfig {
             allowed_lateness_ms: 60_000,
             dedup_horizon_ms: 24 * 3600 * 1000,
             idle_partition_timeout_ms: 30_000,
+            session_timeout_ms: 30_000,
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
             telemetry: TelemetryConfig::default(),

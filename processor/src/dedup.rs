@@ -1,7 +1,9 @@
 //! Duplicate detection by event id within a horizon of event time.
 //!
-//! Each id is kept as a 128-bit hash with its event time, so memory per key is
-//! fixed whatever the id's length. Ids older than the horizon behind the
+//! Each id is kept as a 128-bit hash with its event time in whole seconds,
+//! 24 bytes a slot whatever the id's length: about 42 bytes a key at 10 M
+//! keys with the table's spare capacity, and never above 64 (the table is at
+//! least 7/16 full). Second precision only delays forgetting by under a second. Ids older than the horizon behind the
 //! watermark are forgotten; such an event is late anyway, since the horizon is
 //! longer than the allowed lateness.
 
@@ -32,14 +34,41 @@ impl Hasher for PrehashedHasher {
             self.0 ^= u64::from_le_bytes(b);
         }
     }
-    fn write_u128(&mut self, v: u128) {
-        self.0 = (v as u64) ^ ((v >> 64) as u64);
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
+}
+
+/// A key as stored: two words, so a slot is aligned to 8 bytes, not 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    hi: u64,
+    lo: u64,
+}
+
+impl From<u128> for Slot {
+    fn from(k: u128) -> Self {
+        Self {
+            hi: (k >> 64) as u64,
+            lo: k as u64,
+        }
+    }
+}
+
+impl std::hash::Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hi ^ self.lo);
+    }
+}
+
+/// Event time in whole seconds since the epoch, clamped to what `u32` holds.
+fn secs(ms: i64) -> u32 {
+    ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct DedupStore {
-    seen: HashMap<u128, i64, BuildHasherDefault<PrehashedHasher>>,
+    seen: HashMap<Slot, u32, BuildHasherDefault<PrehashedHasher>>,
 }
 
 impl DedupStore {
@@ -50,10 +79,10 @@ impl DedupStore {
     /// Records `key`; true when it was not seen before.
     pub fn insert(&mut self, key: u128, event_time: i64) -> bool {
         use std::collections::hash_map::Entry;
-        match self.seen.entry(key) {
+        match self.seen.entry(key.into()) {
             Entry::Occupied(_) => false,
             Entry::Vacant(v) => {
-                v.insert(event_time);
+                v.insert(secs(event_time));
                 true
             }
         }
@@ -63,17 +92,19 @@ impl DedupStore {
     /// two segments; the live store holds its latest insertion, which is the
     /// later event time, so restore keeps the larger one.
     pub fn restore(&mut self, key: u128, event_time: i64) {
-        let t = self.seen.entry(key).or_insert(event_time);
+        let event_time = secs(event_time);
+        let t = self.seen.entry(key.into()).or_insert(event_time);
         *t = (*t).max(event_time);
     }
 
     pub fn contains(&self, key: u128) -> bool {
-        self.seen.contains_key(&key)
+        self.seen.contains_key(&key.into())
     }
 
     /// Forgets keys whose event time is before `cutoff`; returns how many.
     pub fn evict_before(&mut self, cutoff: i64) -> usize {
         let before = self.seen.len();
+        let cutoff = secs(cutoff);
         self.seen.retain(|_, t| *t >= cutoff);
         before - self.seen.len()
     }
@@ -89,7 +120,7 @@ impl DedupStore {
     /// Heap bytes held by the table (buckets plus control bytes).
     pub fn heap_bytes(&self) -> usize {
         let cap = self.seen.capacity();
-        cap * (std::mem::size_of::<(u128, i64)>() + 1)
+        cap * (std::mem::size_of::<(Slot, u32)>() + 1)
     }
 }
 
@@ -112,12 +143,21 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_is_24_bytes_and_10m_keys_fit_in_64_bytes_each() {
+        assert_eq!(std::mem::size_of::<(Slot, u32)>(), 24);
+        let mut d = DedupStore::new();
+        d.seen.reserve(10_000_000);
+        let per_key = d.heap_bytes() as f64 / 10_000_000.0;
+        assert!(per_key <= 64.0, "{per_key} bytes a key");
+    }
+
+    #[test]
     fn tenants_do_not_collide_and_eviction_forgets_old_keys() {
         let mut d = DedupStore::new();
-        assert!(d.insert(dedup_key("a", "1"), 10));
-        assert!(d.insert(dedup_key("b", "1"), 20));
-        assert!(!d.insert(dedup_key("a", "1"), 30));
-        assert_eq!(d.evict_before(15), 1);
-        assert!(d.insert(dedup_key("a", "1"), 30));
+        assert!(d.insert(dedup_key("a", "1"), 10_000));
+        assert!(d.insert(dedup_key("b", "1"), 20_000));
+        assert!(!d.insert(dedup_key("a", "1"), 30_000));
+        assert_eq!(d.evict_before(15_000), 1);
+        assert!(d.insert(dedup_key("a", "1"), 30_000));
     }
 }

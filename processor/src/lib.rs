@@ -3,12 +3,14 @@
 //! inside Kafka transactions (or in the `ordered` fallback).
 //!
 //! The pure core (`window`, `watermark`, `dedup`, `partition`, `changelog`)
-//! knows nothing of Kafka; the shell (`runtime`, `commit`, `restore`) does the I/O.
+//! knows nothing of Kafka; the shell (`runtime`, `sink`, `restore`) does the
+//! I/O. `replay` is the `replay-late` command.
 
 pub mod changelog;
 pub mod config;
 pub mod dedup;
 pub mod partition;
+pub mod replay;
 pub mod restore;
 pub mod runtime;
 pub mod sink;

@@ -78,9 +78,16 @@ impl Processor {
                 compacted: false,
             });
         ensure_topics(&cfg.kafka, &outputs).await?;
+        let session_timeout = cfg.session_timeout_ms.to_string();
         let consumer: StreamConsumer<RebalanceContext> = cfg
             .kafka
             .client_config(&[
+                // A rebalance moves only the partitions that change owner: an
+                // instance that gains partitions keeps the state of those it
+                // had. (One that loses some aborts its open batch and restores
+                // the rest from their last commit: one commit interval of rework.)
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("session.timeout.ms", &session_timeout),
                 ("group.id", &cfg.group_id),
                 // Static membership: a restarted instance takes its partitions
                 // back at once instead of waiting out the dead member's session.

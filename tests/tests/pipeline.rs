@@ -14,28 +14,39 @@ struct Pipeline {
     stack: Stack,
     ingest: Stage,
     processor: Stage,
+    /// More processor instances in the same group.
+    others: Vec<Stage>,
     aggregator: Stage,
 }
 
-async fn pipeline(commit_mode: &str) -> Pipeline {
+async fn pipeline(commit_mode: &str, instances: usize) -> Pipeline {
     let stack = Stack::start().await;
     let ingest = stack.stage("ingest", "0", &[]);
-    let processor = stack.stage(
-        "processor",
-        "0",
-        &[
-            ("WEIR_COMMIT_MODE", commit_mode),
-            ("WEIR_INSTANCE_ID", "p0"),
-        ],
-    );
+    let mut processors: Vec<Stage> = (0..instances)
+        .map(|i| {
+            let id = format!("p{i}");
+            stack.stage(
+                "processor",
+                &i.to_string(),
+                &[
+                    ("WEIR_COMMIT_MODE", commit_mode),
+                    ("WEIR_INSTANCE_ID", &id),
+                    // A dead instance's partitions move after this long.
+                    ("WEIR_SESSION_TIMEOUT_MS", "6000"),
+                ],
+            )
+        })
+        .collect();
     let aggregator = stack.stage("aggregator", "0", &[]);
-    for s in [&ingest, &processor, &aggregator] {
+    for s in [&ingest, &aggregator].into_iter().chain(&processors) {
         s.wait_ready().await;
     }
+    let processor = processors.remove(0);
     Pipeline {
         stack,
         ingest,
         processor,
+        others: processors,
         aggregator,
     }
 }
@@ -43,7 +54,8 @@ async fn pipeline(commit_mode: &str) -> Pipeline {
 impl Pipeline {
     fn logs(&self) -> String {
         [&self.ingest, &self.processor, &self.aggregator]
-            .iter()
+            .into_iter()
+            .chain(&self.others)
             .map(|s| format!("--- {} ---\n{}", s.proc.name, s.proc.log_tail(25)))
             .collect::<Vec<_>>()
             .join("\n")
@@ -82,10 +94,22 @@ enum Fault {
     KillProcessor,
     /// SIGKILL the broker, then start it again on the same data.
     RestartBroker,
+    /// SIGKILL the second processor instance for good: the first takes over.
+    KillOtherInstance,
 }
 
-async fn run_exactly_once(commit_mode: &str, expected_mode: &str, faults: &[Fault], seed: u64) {
-    let mut p = pipeline(commit_mode).await;
+async fn run_exactly_once(
+    commit_mode: &str,
+    expected_mode: &str,
+    faults: &[Fault],
+    seed: u64,
+) -> (Pipeline, weir_tests::load::Plan) {
+    let instances = if faults.contains(&Fault::KillOtherInstance) {
+        2
+    } else {
+        1
+    };
+    let mut p = pipeline(commit_mode, instances).await;
     let chosen = p.processor.proc.log_tail(200);
     assert!(
         chosen.contains(&format!("mode=\"{expected_mode}\""))
@@ -114,9 +138,13 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, faults: &[Faul
         // Break things only once this life has committed work, so the next one must restore it.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let commits = p.processor.metric("weir_processor_commits_total").await;
-            let events = p.processor.metric("weir_processor_events_total").await;
-            if commits >= 1.0 && events >= 100.0 {
+            let mut ready = true;
+            for s in std::iter::once(&p.processor).chain(&p.others) {
+                let commits = s.metric("weir_processor_commits_total").await;
+                let events = s.metric("weir_processor_events_total").await;
+                ready &= commits >= 1.0 && events >= 100.0;
+            }
+            if ready {
                 break;
             }
             assert!(
@@ -138,6 +166,7 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, faults: &[Faul
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 p.stack.kafka.restart();
             }
+            Fault::KillOtherInstance => p.others[0].proc.kill9(),
         }
     }
     let _ = crashes_done.send(());
@@ -184,6 +213,25 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, faults: &[Faul
         "events table holds each on-time event once"
     );
 
+    if faults.contains(&Fault::KillOtherInstance) {
+        // Both instances had partitions; the survivor took over the dead
+        // one's with their committed state.
+        let log = p.processor.proc.log_tail(10_000);
+        let assigned: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("partitions assigned"))
+            .collect();
+        assert!(
+            assigned.len() >= 2,
+            "the survivor was assigned the dead instance's partitions in a second rebalance:\n{log}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains("partition state restored") && l.contains("committed=Some")),
+            "the survivor restored a taken-over partition from committed state:\n{log}"
+        );
+    }
+
     if faults.contains(&Fault::KillProcessor) {
         // The restarted processor must have picked up committed state, not started over.
         let log = p.processor.proc.log_tail(10_000);
@@ -216,11 +264,53 @@ async fn run_exactly_once(commit_mode: &str, expected_mode: &str, faults: &[Faul
         p.processor.proc.terminate(),
         "processor shuts down cleanly on SIGTERM"
     );
+    (p, plan)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn end_to_end_counts_are_exact() {
-    run_exactly_once("auto", "exactly_once", &[], 1).await;
+async fn end_to_end_counts_are_exact_and_replayed_late_events_count_once() {
+    let (p, plan) = run_exactly_once("auto", "exactly_once", &[], 1).await;
+    // The dead-lettered events, replayed twice: counted once, exactly.
+    let all = (plan.on_time_ids.len() + plan.late_ids.len()) as u64;
+    let users: std::collections::BTreeSet<&str> = plan
+        .events
+        .iter()
+        .filter(|e| {
+            let id = e["event_id"].as_str().unwrap_or("");
+            plan.on_time_ids.contains(id) || plan.late_ids.contains(id)
+        })
+        .filter_map(|e| e["user_id"].as_str().or(e["anonymous_id"].as_str()))
+        .collect();
+    for run in 1..=2 {
+        let out = std::process::Command::new(weir_tests::stack::bin_dir().join("processor"))
+            .args(["replay-late", "--from", "0", "--to", "4000000000000"])
+            .envs(p.stack.env())
+            .output()
+            .expect("processor replay-late runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "replay-late failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("read 100 late events, 100 in range re-injected"),
+            "run {run}: {stdout}"
+        );
+        let m = p.settled_metrics("shop.*", all).await;
+        assert_eq!(m["total_count"], json!(all), "run {run}: {m}\n{}", p.logs());
+        assert_eq!(m["unique_users"], json!(users.len()), "run {run}: {m}");
+        let rows = p
+            .stack
+            .clickhouse_query("SELECT count() FROM events FINAL")
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            all.to_string(),
+            "run {run}: the full history has them once"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,6 +327,17 @@ async fn processor_sigkill_twice_exactly_once_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processor_sigkill_twice_ordered_mode() {
     run_exactly_once("ordered", "ordered", &[Fault::KillProcessor; 2], 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_one_killed_for_good_the_other_takes_over() {
+    run_exactly_once(
+        "exactly_once",
+        "exactly_once",
+        &[Fault::KillOtherInstance],
+        5,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

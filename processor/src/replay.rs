@@ -1,0 +1,320 @@
+//! `processor replay-late --from T --to T`: counts dead-lettered events after
+//! all, once.
+//!
+//! A late event's windows are closed, so sending it back to `events.raw`
+//! would only dead-letter it again. Instead the command reads the whole of
+//! `events.late` and, for every window that a late event with event time in
+//! `[from, to)` falls into, emits one correction row per key in a replay lane
+//! (`input_partition = REPLAY_LANE`) holding *all* the distinct late events
+//! of that window; the query side sums lanes like partitions. The events
+//! themselves go to `events.clean`, for the full-history table.
+//!
+//! Every row is a function of what `events.late` holds, versioned by how far
+//! it was read (`emitted_seq`), so a second run, or one over an overlapping
+//! range, replaces rows instead of adding to them.
+
+use crate::config::ProcessorConfig;
+use crate::window::WindowAssigner;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+use weir_core::codec::Codec;
+use weir_core::{Event, WindowAggregate};
+
+/// The `input_partition` of correction rows: far above any real partition.
+pub const REPLAY_LANE: i32 = 1 << 30;
+
+/// The correction rows for the late events in `[from, to)` (event time),
+/// each row holding every distinct late event of its window and key. `seq`
+/// says how much of `events.late` the rows reflect.
+pub fn corrections(
+    late: &[Event],
+    assigner: &WindowAssigner,
+    from: i64,
+    to: i64,
+    seq: i64,
+) -> Vec<WindowAggregate> {
+    let affected: BTreeSet<i64> = late
+        .iter()
+        .filter(|e| (from..to).contains(&e.timestamp))
+        .flat_map(|e| assigner.assign(e.timestamp).map(|w| w.start))
+        .collect();
+    // (window start, tenant, name, channel) → (event ids, users)
+    type Key = (i64, String, String, String);
+    let mut rows: BTreeMap<Key, (BTreeSet<&str>, BTreeSet<&str>)> = BTreeMap::new();
+    for e in late {
+        for w in assigner.assign(e.timestamp) {
+            if !affected.contains(&w.start) {
+                continue;
+            }
+            let key = (
+                w.start,
+                e.tenant.clone(),
+                e.name.clone(),
+                e.channel.clone().unwrap_or_default(),
+            );
+            let (ids, users) = rows.entry(key).or_default();
+            ids.insert(&e.event_id);
+            if let Some(u) = e.user_key() {
+                users.insert(u);
+            }
+        }
+    }
+    rows.into_iter()
+        .map(
+            |((start, tenant, name, channel), (ids, users))| WindowAggregate {
+                tenant,
+                name,
+                channel,
+                window_start: start,
+                window_end: start + assigner.size_ms(),
+                input_partition: REPLAY_LANE,
+                count: ids.len() as i64,
+                users: users.into_iter().map(str::to_string).collect(),
+                emitted_seq: seq,
+                is_final: true,
+            },
+        )
+        .collect()
+}
+
+/// What a replay did, for the operator.
+#[derive(Debug)]
+pub struct Summary {
+    pub late_read: usize,
+    pub in_range: usize,
+    pub rows: usize,
+}
+
+/// Reads `events.late`, writes the corrections and the re-injected events.
+pub async fn run(cfg: &ProcessorConfig, from: i64, to: i64) -> anyhow::Result<Summary> {
+    cfg.validate()?;
+    let codec = Codec::new(
+        &cfg.schema_registry_url,
+        &cfg.topics.raw,
+        &cfg.topics.aggregates,
+    )?;
+    let kafka = cfg.kafka.clone();
+    let topic = cfg.topics.late.clone();
+    let (records, seq) = tokio::task::spawn_blocking(move || read_all(&kafka, &topic)).await??;
+    // A late event can be in the topic twice (a batch aborted after writing
+    // it stays visible on some brokers); each id is taken once.
+    let mut seen = BTreeSet::new();
+    let mut late = Vec::with_capacity(records.len());
+    let mut kept = Vec::with_capacity(records.len());
+    for record in records {
+        match codec.decode_event(Some(&record.0)).await {
+            Ok(e) => {
+                if seen.insert((e.tenant.clone(), e.event_id.clone())) {
+                    late.push(e);
+                    kept.push(record);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an undecodable record in the late topic")
+            }
+        }
+    }
+    let records = kept;
+    let assigner = WindowAssigner::hopping(cfg.window_size_ms, cfg.window_advance_ms);
+    let rows = corrections(&late, &assigner, from, to, seq);
+
+    let producer: FutureProducer = cfg
+        .kafka
+        .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
+        .create()?;
+    let timeout = Duration::from_secs(30);
+    let mut in_range = 0;
+    for (e, (payload, headers)) in late.iter().zip(&records) {
+        if !(from..to).contains(&e.timestamp) {
+            continue;
+        }
+        in_range += 1;
+        let start = assigner.assign(e.timestamp).next().map_or(0, |w| w.start);
+        let mut h = OwnedHeaders::new();
+        if let Some(tp) = headers {
+            h = h.insert(Header {
+                key: weir_core::trace_context::HEADER,
+                value: Some(tp.as_str()),
+            });
+        }
+        let h = h
+            .insert(Header {
+                key: "weir-window-start",
+                value: Some(&start.to_string()),
+            })
+            .insert(Header {
+                key: "weir-replayed",
+                value: Some("late"),
+            });
+        let record = FutureRecord::to(&cfg.topics.clean)
+            .key(e.event_id.as_bytes())
+            .payload(payload)
+            .headers(h);
+        producer
+            .send(record, timeout)
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("writing to {}: {e}", cfg.topics.clean))?;
+    }
+    for agg in &rows {
+        let payload = codec.encode_aggregate(agg).await?;
+        let key = format!(
+            "{}/{}/{}/{}",
+            agg.tenant, agg.name, agg.channel, agg.window_start
+        );
+        let record = FutureRecord::to(&cfg.topics.aggregates)
+            .key(key.as_bytes())
+            .payload(&payload);
+        producer
+            .send(record, timeout)
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("writing to {}: {e}", cfg.topics.aggregates))?;
+    }
+    Ok(Summary {
+        late_read: late.len(),
+        in_range,
+        rows: rows.len(),
+    })
+}
+
+/// Every record of `topic` up to its current end (read_committed), and the
+/// sum of the partitions' end offsets: how much of the topic was read.
+type LateRecord = (Vec<u8>, Option<String>);
+
+fn read_all(
+    kafka: &weir_core::kafka::KafkaConfig,
+    topic: &str,
+) -> anyhow::Result<(Vec<LateRecord>, i64)> {
+    let consumer: BaseConsumer = kafka
+        .client_config(&[
+            ("group.id", "weir-replay-late"),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+        ])
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist");
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    let seq = ends.values().sum();
+    consumer.assign(&tpl)?;
+    let mut out = vec![];
+    let mut last_progress = Instant::now();
+    while !ends.is_empty() {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let tp =
+                    weir_core::kafka::header_str(m.headers(), weir_core::trace_context::HEADER)
+                        .map(str::to_string);
+                if let Some(payload) = m.payload() {
+                    out.push((payload.to_vec(), tp));
+                }
+                if ends
+                    .get(&m.partition())
+                    .is_some_and(|&end| m.offset() + 1 >= end)
+                {
+                    ends.remove(&m.partition());
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "reading the late topic"),
+            None => {
+                // The end offset may be a transaction marker, which is never
+                // delivered: the position says when a partition is done.
+                let position = consumer.position()?;
+                for e in position.elements_for_topic(topic) {
+                    if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&e.partition()))
+                    {
+                        if o >= end {
+                            ends.remove(&e.partition());
+                        }
+                    }
+                }
+                anyhow::ensure!(
+                    last_progress.elapsed() < Duration::from_secs(30),
+                    "no progress reading {topic} for 30 s (an open transaction?); partitions left: {:?}",
+                    ends.keys().collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+    Ok((out, seq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn late(id: &str, ts: i64, user: &str) -> Event {
+        Event {
+            event_id: id.into(),
+            name: "shop.view".into(),
+            timestamp: ts,
+            received_at: ts + 600_000,
+            sent_at: None,
+            tenant: "t".into(),
+            schema_version: 1,
+            user_id: Some(user.into()),
+            anonymous_id: None,
+            session_id: None,
+            customer_id: None,
+            channel: Some("web".into()),
+            service: None,
+            properties: Default::default(),
+            user_properties: Default::default(),
+            context: None,
+            items: vec![],
+            description: None,
+        }
+    }
+
+    #[test]
+    fn a_window_row_holds_every_late_event_of_the_window_once() {
+        let a = WindowAssigner::tumbling(60_000);
+        let events = vec![
+            late("1", 61_000, "u1"),
+            late("1", 61_000, "u1"), // dead-lettered twice: counted once
+            late("2", 119_000, "u2"),
+            late("3", 125_000, "u3"),
+        ];
+        // Only 61 s is in range, but its window's row holds 119 s too.
+        let rows = corrections(&events, &a, 60_000, 62_000, 7);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].window_start, rows[0].count), (60_000, 2));
+        assert_eq!(rows[0].users, ["u1", "u2"]);
+        assert_eq!(rows[0].input_partition, REPLAY_LANE);
+        // The same input gives the same rows: a second run replaces, never adds.
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.window_start, r.count))
+                .collect::<Vec<_>>(),
+            corrections(&events, &a, 60_000, 62_000, 7)
+                .iter()
+                .map(|r| (r.window_start, r.count))
+                .collect::<Vec<_>>()
+        );
+        // A wider range adds the other window, and the first row is unchanged.
+        let wide = corrections(&events, &a, 0, i64::MAX, 8);
+        assert_eq!(
+            wide.iter()
+                .map(|r| (r.window_start, r.count))
+                .collect::<Vec<_>>(),
+            [(60_000, 2), (120_000, 1)]
+        );
+    }
+}
