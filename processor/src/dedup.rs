@@ -117,10 +117,15 @@ impl DedupStore {
         self.seen.is_empty()
     }
 
-    /// Heap bytes held by the table (buckets plus control bytes).
+    /// Heap bytes held by the table: its buckets (a power of two, of which
+    /// 7/8 are usable) times a slot plus its control byte.
     pub fn heap_bytes(&self) -> usize {
         let cap = self.seen.capacity();
-        cap * (std::mem::size_of::<(Slot, u32)>() + 1)
+        if cap == 0 {
+            return 0;
+        }
+        let buckets = (cap * 8).div_ceil(7).next_power_of_two();
+        buckets * (std::mem::size_of::<(Slot, u32)>() + 1)
     }
 }
 
