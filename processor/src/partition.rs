@@ -73,6 +73,11 @@ pub enum StateValue {
         entries: Vec<(u128, i64)>,
     },
     Window(WindowState),
+    /// The instance that claimed the partition last (kept last in the enum:
+    /// postcard numbers variants by position).
+    Owner {
+        instance: String,
+    },
 }
 
 /// What a commit must write, drained from the state.
@@ -270,6 +275,7 @@ impl PartitionState {
 }
 
 pub(crate) const META_KEY: &str = "meta";
+pub(crate) const OWNER_KEY: &str = "owner";
 
 pub(crate) fn window_key(start: i64) -> String {
     format!("win/{start}")

@@ -14,6 +14,7 @@ use crate::watermark;
 use crate::window::WindowAssigner;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +62,8 @@ pub struct Processor {
     codec: Codec,
     consumer: StreamConsumer<RebalanceContext>,
     sink: OutputSink,
+    /// Writes owner claims to the changelog, outside any transaction.
+    claims: FutureProducer,
     parts: HashMap<i32, Part>,
     batch_len: usize,
 }
@@ -129,12 +132,17 @@ impl Processor {
             allowed_lateness_ms: cfg.allowed_lateness_ms,
             dedup_horizon_ms: cfg.dedup_horizon_ms,
         };
+        let claims = cfg
+            .kafka
+            .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
+            .create()?;
         Ok(Self {
             cfg,
             rules,
             codec,
             consumer,
             sink,
+            claims,
             parts: HashMap::new(),
             batch_len: 0,
         })
@@ -388,6 +396,7 @@ impl Processor {
         })
         .await??;
         let n = records.len();
+        self.claim(p, &records, committed).await?;
         let state = changelog::restore(p, self.rules, records, committed)?;
         let next = match committed {
             Some(c) => c,
@@ -406,6 +415,48 @@ impl Processor {
             last_input: Instant::now(),
             touched: false,
         })
+    }
+
+    /// Makes this instance the recorded owner of partition `p` before it
+    /// processes any of it. If another instance claimed it last, it may have
+    /// died inside a transaction, which some brokers (nisshi 0.7) never time
+    /// out: it stalls every read_committed reader of the outputs until that
+    /// transactional.id initialises again, which a dead instance never does.
+    /// So the new owner does it once, ending that transaction (and fencing
+    /// the previous owner, if it still lives: it then starts a new producer).
+    async fn claim(
+        &self,
+        p: i32,
+        records: &[StateRecord],
+        committed: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let me = &self.cfg.instance_id;
+        let previous = changelog::last_owner(records);
+        if previous.as_deref() == Some(me.as_str()) {
+            return Ok(());
+        }
+        if let (Some(previous), Mode::ExactlyOnce) = (&previous, self.sink.mode()) {
+            OutputSink::end_dangling_transaction(&self.cfg, previous).await?;
+            tracing::info!(
+                partition = p,
+                previous,
+                "ended the previous owner's open transaction"
+            );
+        }
+        let claim = changelog::owner_record(me, committed.map_or(-1, |c| c - 1));
+        let record = state_record(&self.cfg.topics.state, p, claim);
+        let mut out = FutureRecord::to(&record.topic)
+            .partition(p)
+            .key(&record.key)
+            .headers(record.headers.clone());
+        if let Some(v) = &record.payload {
+            out = out.payload(v);
+        }
+        self.claims
+            .send(out, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("recording the owner of partition {p}: {e}"))?;
+        Ok(())
     }
 
     fn committed_offset(&self, p: i32) -> anyhow::Result<Option<i64>> {

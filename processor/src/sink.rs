@@ -158,6 +158,24 @@ impl OutputSink {
         self.mode
     }
 
+    /// Initialises `instance`'s transactional.id once and lets it go: the
+    /// broker aborts whatever transaction that id left open.
+    pub async fn end_dangling_transaction(
+        cfg: &ProcessorConfig,
+        instance: &str,
+    ) -> anyhow::Result<()> {
+        let txn_id = format!("weir-processor-{instance}");
+        let producer: FutureProducer = cfg
+            .kafka
+            .client_config(&[
+                ("enable.idempotence", "true"),
+                ("transactional.id", txn_id.as_str()),
+            ])
+            .create()?;
+        tokio::task::block_in_place(|| producer.init_transactions(Duration::from_secs(30)))
+            .map_err(|e| anyhow::anyhow!("ending the open transaction of {txn_id}: {e}"))
+    }
+
     fn begin(&mut self) -> anyhow::Result<()> {
         if self.mode == Mode::ExactlyOnce && !self.in_txn {
             self.producer.begin_transaction()?;

@@ -230,6 +230,13 @@ async fn run_exactly_once(
                 .any(|l| l.contains("partition state restored") && l.contains("committed=Some")),
             "the survivor restored a taken-over partition from committed state:\n{log}"
         );
+        // The dead instance may have died inside a transaction that nisshi
+        // never times out; the survivor ends it, or the aggregator, reading
+        // read_committed, would stall behind it for good.
+        assert!(
+            log.contains("ended the previous owner's open transaction"),
+            "the survivor ended the dead instance's transaction:\n{log}"
+        );
     }
 
     if faults.contains(&Fault::KillProcessor) {
