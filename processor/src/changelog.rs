@@ -28,8 +28,20 @@ pub fn restore(
     records: impl IntoIterator<Item = StateRecord>,
     committed: Option<i64>,
 ) -> Result<PartitionState, RestoreError> {
+    restore_into(DedupStore::new(), partition, rules, records, committed)
+}
+
+/// `restore`, with the dedup ids loaded into `dedup` (a spilling store, say).
+pub fn restore_into(
+    mut dedup: DedupStore,
+    partition: i32,
+    rules: TimeRules,
+    records: impl IntoIterator<Item = StateRecord>,
+    committed: Option<i64>,
+) -> Result<PartitionState, RestoreError> {
     let mut state = PartitionState::new(partition, rules);
     let Some(committed) = committed else {
+        state.dedup = dedup;
         return Ok(state);
     };
     let mut latest: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
@@ -39,7 +51,6 @@ pub fn restore(
         }
     }
     let mut max_event_time = None;
-    let mut dedup = DedupStore::new();
     for (key, value) in latest {
         let Some(bytes) = value else { continue };
         let value: StateValue = postcard::from_bytes(&bytes).map_err(|e| RestoreError {

@@ -35,6 +35,12 @@ pub struct ProcessorConfig {
     pub out_of_orderness_ms: i64,
     pub allowed_lateness_ms: i64,
     pub dedup_horizon_ms: i64,
+    /// Ids a partition keeps in memory (about 42 bytes each); past it the
+    /// older half goes to a file under `dedup_spill_dir`. 0: never spill.
+    pub dedup_max_memory_keys: usize,
+    /// Where spilled ids live, one file per partition under
+    /// `<dir>/<instance_id>/`. A cache of the changelog: any local disk will do.
+    pub dedup_spill_dir: String,
     pub idle_partition_timeout_ms: u64,
     /// How long the group waits for a silent instance before moving its
     /// partitions to the others. With static membership a restart within
@@ -60,6 +66,11 @@ impl Default for ProcessorConfig {
             out_of_orderness_ms: 5_000,
             allowed_lateness_ms: 60_000,
             dedup_horizon_ms: 24 * 3600 * 1000,
+            dedup_max_memory_keys: 4_000_000,
+            dedup_spill_dir: std::env::temp_dir()
+                .join("weir-processor")
+                .to_string_lossy()
+                .into_owned(),
             idle_partition_timeout_ms: 30_000,
             session_timeout_ms: 30_000,
             kafka: KafkaConfig::default(),

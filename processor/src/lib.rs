@@ -14,5 +14,6 @@ pub mod replay;
 pub mod restore;
 pub mod runtime;
 pub mod sink;
+pub mod spill;
 pub mod watermark;
 pub mod window;

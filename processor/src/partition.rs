@@ -87,7 +87,7 @@ pub struct Drained {
     pub changelog: Vec<StateRecord>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PartitionState {
     pub(crate) partition: i32,
     pub(crate) rules: TimeRules,
@@ -138,6 +138,16 @@ impl PartitionState {
 
     pub fn dedup_heap_bytes(&self) -> usize {
         self.dedup.heap_bytes()
+    }
+
+    /// Ids kept on disk rather than in memory.
+    pub fn dedup_spilled(&self) -> usize {
+        self.dedup.cold_len()
+    }
+
+    /// An error of the dedup store's disk half: what was decided since is unsure.
+    pub fn dedup_failure(&self) -> Option<String> {
+        self.dedup.failure()
     }
 
     pub fn open_windows(&self) -> usize {

@@ -7,9 +7,11 @@
 
 use crate::changelog;
 use crate::config::ProcessorConfig;
+use crate::dedup::DedupStore;
 use crate::partition::{PartitionState, StateRecord, TimeRules, Verdict};
 use crate::restore::{self, UPTO_HEADER};
 use crate::sink::{Mode, OutRecord, OutputSink};
+use crate::spill::RedbColdStore;
 use crate::watermark;
 use crate::window::WindowAssigner;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
@@ -320,6 +322,11 @@ impl Processor {
         let topics = self.cfg.topics.clone();
         let mut aggregates = vec![];
         let mut state = vec![];
+        for (&p, part) in &self.parts {
+            if let Some(e) = part.state.dedup_failure() {
+                anyhow::bail!("partition {p}: {e}");
+            }
+        }
         for (&p, part) in self.parts.iter_mut().filter(|(_, part)| part.touched) {
             part.touched = false;
             offsets.add_partition_offset(&topics.raw, p, Offset::Offset(part.next))?;
@@ -378,7 +385,9 @@ impl Processor {
             .map(|p| p.state.dedup_heap_bytes())
             .sum();
         let windows: usize = self.parts.values().map(|p| p.state.open_windows()).sum();
+        let spilled: usize = self.parts.values().map(|p| p.state.dedup_spilled()).sum();
         metrics::gauge!("weir_processor_dedup_keys").set(keys as f64);
+        metrics::gauge!("weir_processor_dedup_spilled_keys").set(spilled as f64);
         metrics::gauge!("weir_processor_dedup_bytes").set(bytes as f64);
         metrics::gauge!("weir_processor_open_windows").set(windows as f64);
     }
@@ -397,7 +406,14 @@ impl Processor {
         .await??;
         let n = records.len();
         self.claim(p, &records, committed).await?;
-        let state = changelog::restore(p, self.rules, records, committed)?;
+        let dedup = if self.cfg.dedup_max_memory_keys > 0 {
+            let dir = std::path::Path::new(&self.cfg.dedup_spill_dir).join(&self.cfg.instance_id);
+            let cold = RedbColdStore::create(&dir, p)?;
+            DedupStore::spilling(Box::new(cold), self.cfg.dedup_max_memory_keys)
+        } else {
+            DedupStore::new()
+        };
+        let state = changelog::restore_into(dedup, p, self.rules, records, committed)?;
         let next = match committed {
             Some(c) => c,
             None => {
