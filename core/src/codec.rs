@@ -145,6 +145,25 @@ impl Codec {
             .await?)
     }
 
+    /// Encodes `agg` under `topic`'s own subject (registered on first use),
+    /// for window specs whose aggregates have a topic of their own.
+    pub async fn encode_aggregate_to(
+        &self,
+        topic: &str,
+        agg: &WindowAggregate,
+    ) -> Result<Vec<u8>, CodecError> {
+        let subject = SubjectNameStrategy::TopicNameStrategyWithSchema(
+            topic.into(),
+            false,
+            SuppliedSchema::new(
+                Some("weir.WindowAggregate".into()),
+                SchemaType::Avro,
+                AGGREGATE_SCHEMA.into(),
+            ),
+        );
+        Ok(self.encoder.encode_struct(agg, &subject).await?)
+    }
+
     pub async fn decode_event(&self, bytes: Option<&[u8]>) -> Result<Event, CodecError> {
         self.decode(bytes).await
     }

@@ -14,6 +14,17 @@ pub enum CommitModeSetting {
     Ordered,
 }
 
+/// A window spec emitted besides the primary one, to `aggregates.<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraWindow {
+    /// Names the output topic: `aggregates.<name>` (for example `1h`).
+    pub name: String,
+    pub size_ms: i64,
+    /// Equal to the size for tumbling windows; smaller for hopping windows.
+    pub advance_ms: i64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessorConfig {
@@ -32,6 +43,10 @@ pub struct ProcessorConfig {
     pub window_size_ms: i64,
     /// Equal to the size for tumbling windows; smaller for hopping windows.
     pub window_advance_ms: i64,
+    /// More window specs, each counted from the same stream at once, e.g.
+    /// `[{ name = "1h", size_ms = 3600000, advance_ms = 300000 }]`. An event
+    /// too late for the primary window is dead-lettered and counted nowhere.
+    pub extra_windows: Vec<ExtraWindow>,
     pub out_of_orderness_ms: i64,
     pub allowed_lateness_ms: i64,
     pub dedup_horizon_ms: i64,
@@ -63,6 +78,7 @@ impl Default for ProcessorConfig {
             max_batch: 5_000,
             window_size_ms: 60_000,
             window_advance_ms: 60_000,
+            extra_windows: vec![],
             out_of_orderness_ms: 5_000,
             allowed_lateness_ms: 60_000,
             dedup_horizon_ms: 24 * 3600 * 1000,
@@ -87,6 +103,28 @@ impl ProcessorConfig {
             self.window_advance_ms > 0 && self.window_advance_ms <= self.window_size_ms,
             "window_advance_ms must be in (0, window_size_ms]"
         );
+        let mut names = std::collections::BTreeSet::new();
+        for w in &self.extra_windows {
+            anyhow::ensure!(
+                !w.name.is_empty()
+                    && w.name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "extra_windows: name {:?} must be letters, digits, _ or -",
+                w.name
+            );
+            anyhow::ensure!(names.insert(&w.name), "extra_windows: {:?} twice", w.name);
+            anyhow::ensure!(
+                w.size_ms > 0 && w.advance_ms > 0 && w.advance_ms <= w.size_ms,
+                "extra_windows {:?}: need 0 < advance_ms <= size_ms",
+                w.name
+            );
+            anyhow::ensure!(
+                self.dedup_horizon_ms > self.allowed_lateness_ms + w.size_ms,
+                "extra_windows {:?}: dedup_horizon_ms must exceed size_ms + allowed_lateness_ms",
+                w.name
+            );
+        }
         anyhow::ensure!(
             self.out_of_orderness_ms >= 0,
             "out_of_orderness_ms must be >= 0"
@@ -105,6 +143,13 @@ impl ProcessorConfig {
             "instance_id must not be empty"
         );
         Ok(())
+    }
+}
+
+impl ProcessorConfig {
+    /// The topic the aggregates of extra window `w` go to.
+    pub fn extra_topic(&self, w: &ExtraWindow) -> String {
+        format!("aggregates.{}", w.name)
     }
 }
 

@@ -14,9 +14,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use weir_core::{Event, WindowAggregate};
 
 /// How the processor's time semantics are set.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TimeRules {
+    /// The primary windows: lateness is judged by them.
     pub assigner: WindowAssigner,
+    /// More window specs counted from the same events (spec 1, 2, ...).
+    pub extra: Vec<WindowAssigner>,
     pub out_of_orderness_ms: i64,
     pub allowed_lateness_ms: i64,
     pub dedup_horizon_ms: i64,
@@ -83,7 +86,10 @@ pub enum StateValue {
 /// What a commit must write, drained from the state.
 #[derive(Debug, Default)]
 pub struct Drained {
+    /// Rows of the primary windows.
     pub aggregates: Vec<WindowAggregate>,
+    /// Rows of the extra specs, with the spec's number (1, 2, ...).
+    pub extra_aggregates: Vec<(usize, WindowAggregate)>,
     pub changelog: Vec<StateRecord>,
 }
 
@@ -93,13 +99,14 @@ pub struct PartitionState {
     pub(crate) rules: TimeRules,
     pub(crate) watermark: Watermark,
     pub(crate) dedup: DedupStore,
-    pub(crate) windows: BTreeMap<i64, WindowState>,
+    /// Open windows per spec (0 is the primary), by start.
+    pub(crate) windows: Vec<BTreeMap<i64, WindowState>>,
     /// Dedup segments already in the changelog: first offset → max event time.
     pub(crate) segments: BTreeMap<i64, i64>,
     pub(crate) last_offset: Option<i64>,
-    dirty: BTreeSet<i64>,
-    closed: Vec<i64>,
-    finals: Vec<WindowAggregate>,
+    dirty: BTreeSet<(usize, i64)>,
+    closed: Vec<(usize, i64)>,
+    finals: Vec<(usize, WindowAggregate)>,
     pending_dedup: Vec<(u128, i64)>,
     pending_from: Option<i64>,
     meta_dirty: bool,
@@ -109,10 +116,10 @@ impl PartitionState {
     pub fn new(partition: i32, rules: TimeRules) -> Self {
         Self {
             partition,
-            rules,
             watermark: Watermark::new(rules.out_of_orderness_ms),
             dedup: DedupStore::new(),
-            windows: BTreeMap::new(),
+            windows: vec![BTreeMap::new(); 1 + rules.extra.len()],
+            rules,
             segments: BTreeMap::new(),
             last_offset: None,
             dirty: BTreeSet::new(),
@@ -151,7 +158,7 @@ impl PartitionState {
     }
 
     pub fn open_windows(&self) -> usize {
-        self.windows.len()
+        self.windows.iter().map(BTreeMap::len).sum()
     }
 
     /// Processes the event at `offset`. Offsets must increase.
@@ -169,31 +176,37 @@ impl PartitionState {
 
         let wm = self.watermark.current();
         let lateness = self.rules.allowed_lateness_ms;
-        let open: Vec<Window> = self
-            .rules
-            .assigner
-            .assign(ts)
-            .filter(|w| w.end.saturating_add(lateness) > wm)
-            .collect();
-        let Some(first) = open.first().copied() else {
+        let open_in = |a: &WindowAssigner| -> Vec<Window> {
+            a.assign(ts)
+                .filter(|w| w.end.saturating_add(lateness) > wm)
+                .collect()
+        };
+        let primary = open_in(&self.rules.assigner);
+        let Some(first) = primary.first().copied() else {
             return Verdict::Late { watermark: wm };
         };
+        let mut open = vec![primary];
+        open.extend(self.rules.extra.iter().map(open_in));
         let agg_key = AggKey {
             tenant: event.tenant.clone(),
             name: event.name.clone(),
             channel: event.channel.clone().unwrap_or_default(),
         };
-        for w in open {
-            let state = self.windows.entry(w.start).or_insert_with(|| WindowState {
-                window: w,
-                keys: BTreeMap::new(),
-            });
-            let ks = state.keys.entry(agg_key.clone()).or_default();
-            ks.count += 1;
-            if let Some(u) = event.user_key() {
-                ks.users.insert(u.to_string());
+        for (spec, windows) in open.into_iter().enumerate() {
+            for w in windows {
+                let state = self.windows[spec]
+                    .entry(w.start)
+                    .or_insert_with(|| WindowState {
+                        window: w,
+                        keys: BTreeMap::new(),
+                    });
+                let ks = state.keys.entry(agg_key.clone()).or_default();
+                ks.count += 1;
+                if let Some(u) = event.user_key() {
+                    ks.users.insert(u.to_string());
+                }
+                self.dirty.insert((spec, w.start));
             }
-            self.dirty.insert(w.start);
         }
         self.watermark.observe(ts);
         self.close_ready(offset);
@@ -207,25 +220,35 @@ impl PartitionState {
     fn close_ready(&mut self, offset: i64) {
         let wm = self.watermark.current();
         let lateness = self.rules.allowed_lateness_ms;
-        while let Some((&start, state)) = self.windows.first_key_value() {
-            if state.window.end.saturating_add(lateness) > wm {
-                break;
+        for (spec, windows) in self.windows.iter_mut().enumerate() {
+            // Windows of one spec end in the order they start.
+            while let Some((&start, state)) = windows.first_key_value() {
+                if state.window.end.saturating_add(lateness) > wm {
+                    break;
+                }
+                let state = windows.remove(&start).expect("present");
+                self.dirty.remove(&(spec, start));
+                self.closed.push((spec, start));
+                self.finals
+                    .extend(rows(&state, self.partition, offset, true).map(|r| (spec, r)));
             }
-            let state = self.windows.remove(&start).expect("present");
-            self.dirty.remove(&start);
-            self.closed.push(start);
-            self.finals
-                .extend(rows(&state, self.partition, offset, true));
         }
     }
 
     /// Takes what the next commit must write: window rows for every window
     /// that changed or closed, and the state changes since the last drain.
     pub fn drain(&mut self) -> Drained {
-        let mut out = Drained {
-            aggregates: std::mem::take(&mut self.finals),
-            changelog: vec![],
+        let mut out = Drained::default();
+        let emit = |out: &mut Drained, spec: usize, row: WindowAggregate| {
+            if spec == 0 {
+                out.aggregates.push(row);
+            } else {
+                out.extra_aggregates.push((spec, row));
+            }
         };
+        for (spec, row) in std::mem::take(&mut self.finals) {
+            emit(&mut out, spec, row);
+        }
         let Some(upto) = self.last_offset else {
             return out;
         };
@@ -234,17 +257,18 @@ impl PartitionState {
             value: value.map(|v| postcard::to_stdvec(&v).expect("state serialises")),
             upto,
         };
-        for start in std::mem::take(&mut self.dirty) {
-            let state = &self.windows[&start];
-            out.aggregates
-                .extend(rows(state, self.partition, upto, false));
+        for (spec, start) in std::mem::take(&mut self.dirty) {
+            let state = &self.windows[spec][&start];
+            for row in rows(state, self.partition, upto, false) {
+                emit(&mut out, spec, row);
+            }
             out.changelog.push(record(
-                window_key(start),
+                window_key(spec, start),
                 Some(StateValue::Window(state.clone())),
             ));
         }
-        for start in std::mem::take(&mut self.closed) {
-            out.changelog.push(record(window_key(start), None));
+        for (spec, start) in std::mem::take(&mut self.closed) {
+            out.changelog.push(record(window_key(spec, start), None));
         }
         if let Some(from) = self.pending_from.take() {
             let entries = std::mem::take(&mut self.pending_dedup);
@@ -287,8 +311,23 @@ impl PartitionState {
 pub(crate) const META_KEY: &str = "meta";
 pub(crate) const OWNER_KEY: &str = "owner";
 
-pub(crate) fn window_key(start: i64) -> String {
-    format!("win/{start}")
+/// `win/<start>` for the primary windows (as before there were more specs),
+/// `win<spec>/<start>` for the others.
+pub(crate) fn window_key(spec: usize, start: i64) -> String {
+    if spec == 0 {
+        format!("win/{start}")
+    } else {
+        format!("win{spec}/{start}")
+    }
+}
+
+/// The spec of a window key, if `key` is one.
+pub(crate) fn window_spec(key: &str) -> Option<usize> {
+    let (head, _) = key.split_once('/')?;
+    match head.strip_prefix("win")? {
+        "" => Some(0),
+        n => n.parse().ok().filter(|&n| n > 0),
+    }
 }
 
 pub(crate) fn dedup_segment_key(from: i64) -> String {

@@ -66,6 +66,8 @@ pub struct Processor {
     sink: OutputSink,
     /// Writes owner claims to the changelog, outside any transaction.
     claims: FutureProducer,
+    /// The output topic of each extra window spec, in order.
+    extra_topics: Vec<String>,
     parts: HashMap<i32, Part>,
     batch_len: usize,
 }
@@ -83,6 +85,20 @@ impl Processor {
                 compacted: false,
             });
         ensure_topics(&cfg.kafka, &outputs).await?;
+        let extra: Vec<String> = cfg
+            .extra_windows
+            .iter()
+            .map(|w| cfg.extra_topic(w))
+            .collect();
+        let extra_specs: Vec<TopicSpec> = extra
+            .iter()
+            .map(|name| TopicSpec {
+                name,
+                partitions: n,
+                compacted: false,
+            })
+            .collect();
+        ensure_topics(&cfg.kafka, &extra_specs).await?;
         let session_timeout = cfg.session_timeout_ms.to_string();
         let consumer: StreamConsumer<RebalanceContext> = cfg
             .kafka
@@ -130,6 +146,11 @@ impl Processor {
         consumer.subscribe(&[&t.raw])?;
         let rules = TimeRules {
             assigner: WindowAssigner::hopping(cfg.window_size_ms, cfg.window_advance_ms),
+            extra: cfg
+                .extra_windows
+                .iter()
+                .map(|w| WindowAssigner::hopping(w.size_ms, w.advance_ms))
+                .collect(),
             out_of_orderness_ms: cfg.out_of_orderness_ms,
             allowed_lateness_ms: cfg.allowed_lateness_ms,
             dedup_horizon_ms: cfg.dedup_horizon_ms,
@@ -138,6 +159,11 @@ impl Processor {
             .kafka
             .client_config(&[("enable.idempotence", "true"), ("acks", "all")])
             .create()?;
+        let extra_topics: Vec<String> = cfg
+            .extra_windows
+            .iter()
+            .map(|w| cfg.extra_topic(w))
+            .collect();
         Ok(Self {
             cfg,
             rules,
@@ -145,6 +171,7 @@ impl Processor {
             consumer,
             sink,
             claims,
+            extra_topics,
             parts: HashMap::new(),
             batch_len: 0,
         })
@@ -331,11 +358,26 @@ impl Processor {
             part.touched = false;
             offsets.add_partition_offset(&topics.raw, p, Offset::Offset(part.next))?;
             let drained = part.state.drain();
-            aggregates.extend(drained.aggregates);
+            aggregates.extend(
+                drained
+                    .aggregates
+                    .into_iter()
+                    .map(|a| (topics.aggregates.clone(), a)),
+            );
+            aggregates.extend(
+                drained
+                    .extra_aggregates
+                    .into_iter()
+                    .map(|(spec, a)| (self.extra_topics[spec - 1].clone(), a)),
+            );
             state.extend(drained.changelog.into_iter().map(|r| (p, r)));
         }
-        for agg in aggregates {
-            let payload = self.codec.encode_aggregate(&agg).await?;
+        for (topic, agg) in aggregates {
+            let payload = if topic == topics.aggregates {
+                self.codec.encode_aggregate(&agg).await?
+            } else {
+                self.codec.encode_aggregate_to(&topic, &agg).await?
+            };
             let key = format!(
                 "{}/{}/{}/{}",
                 agg.tenant, agg.name, agg.channel, agg.window_start
@@ -344,7 +386,7 @@ impl Processor {
             let headers = OwnedHeaders::new();
             self.sink
                 .send_output(OutRecord {
-                    topic: topics.aggregates.clone(),
+                    topic,
                     partition: None,
                     key,
                     payload: Some(payload),
@@ -413,7 +455,7 @@ impl Processor {
         } else {
             DedupStore::new()
         };
-        let state = changelog::restore_into(dedup, p, self.rules, records, committed)?;
+        let state = changelog::restore_into(dedup, p, self.rules.clone(), records, committed)?;
         let next = match committed {
             Some(c) => c,
             None => {

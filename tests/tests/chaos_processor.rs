@@ -109,11 +109,29 @@ fn reference(events: &[Planned]) -> (Totals, BTreeSet<String>) {
     (totals, too_late)
 }
 
-/// Reads `aggregates.1m`, keeps the highest `emitted_seq` per window key and
+/// The same totals for 5-minute windows hopping by a minute.
+fn reference_5m(events: &[Planned]) -> Totals {
+    let mut totals = Totals::new();
+    for e in events {
+        if matches!(e.kind, Kind::OnTime | Kind::LateWithinLateness) {
+            let last = e.ts.div_euclid(60_000) * 60_000;
+            for k in 0..5 {
+                let t = totals
+                    .entry((last - k * 60_000, e.name.to_string()))
+                    .or_default();
+                t.0 += 1;
+                t.1.insert(e.user.clone());
+            }
+        }
+    }
+    totals
+}
+
+/// Reads `topic`, keeps the highest `emitted_seq` per window key and
 /// partition, and sums the partitions.
-async fn observed(stack: &Stack, codec: &Codec) -> Totals {
+async fn observed(stack: &Stack, codec: &Codec, topic: &'static str) -> Totals {
     let brokers = stack.brokers();
-    let records = tokio::task::spawn_blocking(move || topic_records(&brokers, "aggregates.1m"))
+    let records = tokio::task::spawn_blocking(move || topic_records(&brokers, topic))
         .await
         .unwrap()
         .unwrap();
@@ -179,7 +197,9 @@ async fn send(stack: &Stack, codec: &Codec, events: &[Planned]) {
 }
 
 /// `spill_above`: ids a partition keeps in memory before spilling to disk.
-async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>) {
+/// With `extra_window`, a 5-minute window hopping by a minute is counted at
+/// the same time, into `aggregates.5m`.
+async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>, extra_window: bool) {
     let mut stack = Stack::start().await;
     let codec = Codec::new(
         &format!("http://127.0.0.1:{}", stack.registry_port),
@@ -188,6 +208,17 @@ async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>) {
     )
     .unwrap();
     codec.register().await.unwrap();
+    let config = stack.dir.path().join("processor.toml");
+    std::fs::write(
+        &config,
+        if extra_window {
+            "extra_windows = [{ name = \"5m\", size_ms = 300000, advance_ms = 60000 }]\n"
+        } else {
+            ""
+        },
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
     let processors: Vec<Stage> = (0..2)
         .map(|i| {
             let id = format!("chaos-{i}");
@@ -196,6 +227,7 @@ async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>) {
                 ("WEIR_INSTANCE_ID", id.as_str()),
                 ("WEIR_SESSION_TIMEOUT_MS", "6000"),
                 ("RUST_LOG", "warn,weir_processor=info"),
+                ("WEIR_CONFIG", config.as_str()),
             ];
             if let Some(n) = spill_above {
                 env.push(("WEIR_DEDUP_MAX_MEMORY_KEYS", n));
@@ -250,10 +282,10 @@ async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>) {
 
     // Wait until the aggregates match, or the time is up.
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut got = observed(&stack, &codec).await;
+    let mut got = observed(&stack, &codec, "aggregates.1m").await;
     while got != expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        got = observed(&stack, &codec).await;
+        got = observed(&stack, &codec, "aggregates.1m").await;
     }
     let lost: i64 = expected
         .iter()
@@ -285,6 +317,23 @@ async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>) {
         late, too_late,
         "events.late holds exactly the too-late events"
     );
+    if extra_window {
+        let got_5m = observed(&stack, &codec, "aggregates.5m").await;
+        let expected_5m = reference_5m(&events);
+        assert_eq!(
+            got_5m.len(),
+            expected_5m.len(),
+            "the 5-minute hopping windows"
+        );
+        assert!(
+            got_5m == expected_5m,
+            "the 5-minute hopping windows differ from the reference"
+        );
+        eprintln!(
+            "[chaos {mode}] 5-minute hopping windows exact too: {}",
+            got_5m.len()
+        );
+    }
     if spill_above.is_some() {
         let mut spilled = 0.0;
         for p in &processors {
@@ -296,12 +345,12 @@ async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_exactly_once_mode() {
-    chaos("exactly_once", 11, None).await;
+async fn chaos_exactly_once_mode_with_a_second_window_spec() {
+    chaos("exactly_once", 11, None, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_ordered_mode_with_dedup_spilling_to_disk() {
     // 50,000 ids a partition against 5,000 in memory: most live on disk.
-    chaos("ordered", 12, Some("5000")).await;
+    chaos("ordered", 12, Some("5000"), false).await;
 }

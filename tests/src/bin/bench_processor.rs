@@ -226,6 +226,7 @@ fn dedup_memory() -> (f64, f64) {
 async fn restore_1m(stack: &Stack) -> anyhow::Result<(usize, f64)> {
     let rules = TimeRules {
         assigner: WindowAssigner::tumbling(60_000),
+        extra: vec![],
         out_of_orderness_ms: 5_000,
         allowed_lateness_ms: 60_000,
         dedup_horizon_ms: 24 * 3_600_000,
@@ -241,7 +242,7 @@ async fn restore_1m(stack: &Stack) -> anyhow::Result<(usize, f64)> {
         }],
     )
     .await?;
-    let mut state = PartitionState::new(0, rules);
+    let mut state = PartitionState::new(0, rules.clone());
     let producer: rdkafka::producer::FutureProducer = cfg
         .kafka
         .client_config(&[
