@@ -1,0 +1,121 @@
+//! Poison records in `events.raw`: undecodable bytes, an unknown schema id,
+//! an empty payload. Each goes to `events.invalid` with the error; the
+//! processor neither crash-loops nor blocks the partition, and the good
+//! events around them are counted.
+
+use std::time::{Duration, Instant};
+use weir_core::codec::Codec;
+use weir_ingest::acked_producer::AckedProducer;
+use weir_ingest::config::IngestConfig;
+use weir_tests::load::{now_ms, topic_records};
+use weir_tests::Stack;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_are_dead_lettered_and_good_ones_counted() {
+    let stack = Stack::start().await;
+    let processor = stack.stage("processor", "0", &[("WEIR_INSTANCE_ID", "poison")]);
+    processor.wait_ready().await;
+    let codec = Codec::new(
+        &format!("http://127.0.0.1:{}", stack.registry_port),
+        "events.raw",
+        "aggregates.1m",
+    )
+    .unwrap();
+    codec.register().await.unwrap();
+    let mut cfg = IngestConfig::default();
+    cfg.kafka.brokers = stack.brokers();
+    let producer = AckedProducer::new(&weir_ingest::producer_config(&cfg)).unwrap();
+
+    let ts = now_ms() - 120_000;
+    let mut records: Vec<(String, Vec<u8>)> = vec![];
+    let good = |i: usize| {
+        let v = serde_json::json!({"event_id": format!("good-{i}"), "name": "shop.view", "user_id": "u", "timestamp": ts});
+        weir_ingest::validate::to_event(&v, ts, "t", &Default::default()).unwrap()
+    };
+    for i in 0..20 {
+        records.push((
+            format!("good-{i}"),
+            codec.encode_event(&good(i)).await.unwrap(),
+        ));
+        if i == 5 {
+            records.push(("poison-garbage".into(), b"not avro at all".to_vec()));
+            // The Confluent frame of a schema id the registry never issued.
+            let mut unknown = vec![0u8, 0, 0, 0x27, 0x0f];
+            unknown.extend_from_slice(&[2, 4, 6]);
+            records.push(("poison-unknown-schema".into(), unknown));
+            records.push(("poison-empty".into(), vec![]));
+        }
+    }
+    // All to one partition, so the good events after the poison wait behind it.
+    for (key, payload) in &records {
+        producer
+            .send_all(
+                "events.raw",
+                std::iter::once((key.as_bytes(), payload.as_slice())),
+                None,
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counted = processor.metric("weir_processor_events_total").await;
+        if counted >= 23.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processor is stuck at {counted} of 23 records:\n{}",
+            processor.proc.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let brokers = stack.brokers();
+    let invalid = tokio::task::spawn_blocking(move || topic_records(&brokers, "events.invalid"))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut keys: Vec<&str> = invalid.iter().map(|r| r.key.as_str()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys,
+        ["poison-empty", "poison-garbage", "poison-unknown-schema"]
+    );
+    for r in &invalid {
+        let error = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "weir-error")
+            .map(|(_, v)| v.as_str());
+        assert!(
+            error.is_some_and(|e| !e.is_empty()),
+            "{} carries its error",
+            r.key
+        );
+        assert!(r
+            .headers
+            .iter()
+            .any(|(k, v)| k == "weir-source" && v.starts_with("events.raw/")));
+    }
+    assert_eq!(
+        processor
+            .proc
+            .log_tail(500)
+            .matches("processor stopped")
+            .count(),
+        0,
+        "the processor kept running"
+    );
+    let brokers = stack.brokers();
+    let clean = tokio::task::spawn_blocking(move || topic_records(&brokers, "events.clean"))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut clean_keys: Vec<String> = clean.into_iter().map(|r| r.key).collect();
+    clean_keys.sort();
+    clean_keys.dedup();
+    assert_eq!(clean_keys.len(), 20, "every good event went through");
+}
