@@ -1,6 +1,7 @@
 //! The query API. `GET /v1/metrics?name=&from=&to=` answers the total count
 //! and unique users of an event name (or a `prefix.*`) over a time range,
-//! merged from the per-minute states. Every value reaches ClickHouse as a
+//! merged from the per-minute states; `GET /v1/events` (see `events_api`)
+//! pages through the event history. Every value reaches ClickHouse as a
 //! query parameter, never spliced into SQL.
 
 use axum::extract::{Query, State};
@@ -21,6 +22,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/metrics", get(metrics))
+        .route("/v1/events", get(crate::events_api::events))
         .with_state(state)
 }
 
@@ -38,7 +40,7 @@ struct Totals {
     unique_users: u64,
 }
 
-fn bad_request(errors: BTreeMap<&'static str, String>) -> Response {
+pub(crate) fn bad_request(errors: BTreeMap<&'static str, String>) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": errors }))).into_response()
 }
 
@@ -113,13 +115,16 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
             "total_count": t.total_count, "unique_users": t.unique_users,
         }))
         .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "metrics query failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": {"query": "ClickHouse is unavailable"}})),
-            )
-                .into_response()
-        }
+        Err(e) => unavailable(e),
     }
+}
+
+/// A query ClickHouse could not answer: 503, the cause in the log only.
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "query failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": {"query": "ClickHouse is unavailable"}})),
+    )
+        .into_response()
 }

@@ -4,5 +4,6 @@
 pub mod api;
 pub mod clickhouse_sink;
 pub mod config;
+pub mod events_api;
 pub mod migrations;
 pub mod runtime;

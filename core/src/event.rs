@@ -56,6 +56,13 @@ pub fn rfc3339_ms(s: &str) -> Result<i64, time::error::Parse> {
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// RFC 3339 text of epoch milliseconds; `None` outside what RFC 3339 holds.
+pub fn ms_to_rfc3339(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
+    t.format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 /// The first level of a dotted event name.
 pub fn namespace_of(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)

@@ -412,7 +412,7 @@ pub(crate) async fn single_as(
         Style::EventService => accepted(EventServiceAnswer {
             event_id,
             log: EventServiceLog {
-                created_at: rfc3339(event.timestamp),
+                created_at: weir_core::event::ms_to_rfc3339(event.timestamp),
                 event_name: event.name,
                 description: event.description,
                 customer_id: event.customer_id,
@@ -431,12 +431,6 @@ fn flag(warnings: &[FieldError]) {
         metrics::counter!("weir_ingest_events_flagged_total", "field" => w.field.clone())
             .increment(1);
     }
-}
-
-fn rfc3339(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .ok()
 }
 
 #[tracing::instrument(name = "post_batch", skip(state, headers, body))]

@@ -1,0 +1,200 @@
+//! `GET /v1/events`: the event-service read API over the `events` table.
+//!
+//! Filters `name` (exact, or `prefix.*`), `namespace`, `user_id`,
+//! `customer_id`, `tenant`, `from`, `to`; `sort` by `name` or `timestamp`
+//! (a leading `-` for descending); `page` and `page_size`. Every string
+//! reaches ClickHouse as a query parameter; the sort column comes from a
+//! fixed list and the page numbers are parsed integers, so nothing a client
+//! sends is spliced into SQL.
+
+use crate::api::{bad_request, parse_time, unavailable, ApiState};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+pub const MAX_PAGE_SIZE: u64 = 1_000;
+
+#[derive(Debug, Deserialize)]
+pub struct EventsParams {
+    name: Option<String>,
+    namespace: Option<String>,
+    user_id: Option<String>,
+    customer_id: Option<String>,
+    tenant: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    sort: Option<String>,
+    page: Option<String>,
+    page_size: Option<String>,
+}
+
+/// The WHERE clause and its parameters, from validated params.
+struct Filter {
+    sql: Vec<&'static str>,
+    params: Vec<(&'static str, String)>,
+    from: i64,
+    to: i64,
+}
+
+fn positive(s: Option<&str>, default: u64, max: u64) -> Result<u64, String> {
+    match s {
+        None => Ok(default),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("must be an integer from 1 to {max}")),
+        },
+    }
+}
+
+pub async fn events(State(state): State<ApiState>, Query(p): Query<EventsParams>) -> Response {
+    let mut errors = BTreeMap::new();
+    let mut filter = Filter {
+        sql: vec![],
+        params: vec![],
+        from: 0,
+        to: i64::MAX / 2,
+    };
+    if let Some(name) = &p.name {
+        if name.is_empty() {
+            errors.insert("name", "must not be empty".to_string());
+        } else if let Some(prefix) = name.strip_suffix(".*") {
+            filter.sql.push("startsWith(name, {name:String})");
+            filter.params.push(("name", format!("{prefix}.")));
+        } else {
+            filter.sql.push("name = {name:String}");
+            filter.params.push(("name", name.clone()));
+        }
+    }
+    let exact: [(&'static str, &Option<String>, &'static str); 4] = [
+        ("namespace", &p.namespace, "namespace = {namespace:String}"),
+        ("user_id", &p.user_id, "user_id = {user_id:String}"),
+        (
+            "customer_id",
+            &p.customer_id,
+            "customer_id = {customer_id:String}",
+        ),
+        ("tenant", &p.tenant, "tenant = {tenant:String}"),
+    ];
+    for (param, value, sql) in exact {
+        if let Some(v) = value {
+            filter.sql.push(sql);
+            filter.params.push((param, v.clone()));
+        }
+    }
+    for (param, value, slot) in [
+        ("from", &p.from, &mut filter.from),
+        ("to", &p.to, &mut filter.to),
+    ] {
+        if let Some(v) = value {
+            match parse_time(v) {
+                Ok(ms) => *slot = ms,
+                Err(e) => {
+                    errors.insert(param, e);
+                }
+            }
+        }
+    }
+    if filter.from >= filter.to && !errors.contains_key("from") && !errors.contains_key("to") {
+        errors.insert("to", "must be after from".into());
+    }
+    let order = match p.sort.as_deref().unwrap_or("-timestamp") {
+        "timestamp" => "timestamp ASC",
+        "-timestamp" => "timestamp DESC",
+        "name" => "name ASC",
+        "-name" => "name DESC",
+        _ => {
+            errors.insert(
+                "sort",
+                "must be name or timestamp, with a leading - for descending".into(),
+            );
+            ""
+        }
+    };
+    let page = positive(p.page.as_deref(), 1, u32::MAX as u64)
+        .map_err(|e| errors.insert("page", e))
+        .unwrap_or(1);
+    let page_size = positive(p.page_size.as_deref(), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        .map_err(|e| errors.insert("page_size", e))
+        .unwrap_or(DEFAULT_PAGE_SIZE);
+    if !errors.is_empty() {
+        return bad_request(errors);
+    }
+    filter
+        .sql
+        .push("timestamp >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')");
+    filter
+        .sql
+        .push("timestamp < fromUnixTimestamp64Milli({to:Int64}, 'UTC')");
+    let where_sql = filter.sql.join(" AND ");
+
+    let bind = |mut q: clickhouse::query::Query| {
+        for (k, v) in &filter.params {
+            q = q.param(k, v);
+        }
+        q.param("from", filter.from).param("to", filter.to)
+    };
+    let count_sql = format!("SELECT count() FROM events FINAL WHERE {where_sql}");
+    let total: u64 = match bind(state.client.query(&count_sql))
+        .fetch_one::<u64>()
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return unavailable(e),
+    };
+    // page and page_size are integers parsed above, not client text.
+    let rows_sql = format!(
+        "SELECT event_id, name, namespace, tenant, \
+                toUnixTimestamp64Milli(timestamp) AS timestamp_ms, \
+                toUnixTimestamp64Milli(received_at) AS received_at_ms, \
+                user_id, anonymous_id, customer_id, channel, service, description, properties \
+         FROM events FINAL WHERE {where_sql} ORDER BY {order}, event_id \
+         LIMIT {page_size} OFFSET {}",
+        (page - 1).saturating_mul(page_size)
+    );
+    let bytes = match bind(state.client.query(&rows_sql)).fetch_bytes("JSONEachRow") {
+        Ok(mut cursor) => match cursor.collect().await {
+            Ok(b) => b,
+            Err(e) => return unavailable(e),
+        },
+        Err(e) => return unavailable(e),
+    };
+    let mut events = vec![];
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<Value>(line) {
+            Ok(row) => events.push(event_json(row)),
+            Err(e) => return unavailable(e),
+        }
+    }
+    Json(json!({
+        "events": events,
+        "metadata": {
+            "current_page": page,
+            "page_size": page_size,
+            "first_page": 1,
+            "last_page": total.div_ceil(page_size).max(1),
+            "total_records": total,
+        }
+    }))
+    .into_response()
+}
+
+/// A row as the API shows it: times as RFC 3339.
+fn event_json(mut row: Value) -> Value {
+    for (ms_key, key) in [
+        ("timestamp_ms", "timestamp"),
+        ("received_at_ms", "received_at"),
+    ] {
+        let ms = row
+            .get(ms_key)
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+        if let (Some(ms), Value::Object(o)) = (ms, &mut row) {
+            o.remove(ms_key);
+            o.insert(key.to_string(), json!(weir_core::event::ms_to_rfc3339(ms)));
+        }
+    }
+    row
+}
