@@ -32,6 +32,44 @@ pub struct MetricsParams {
     from: Option<String>,
     to: Option<String>,
     tenant: Option<String>,
+    group_by: Option<String>,
+}
+
+/// What `group_by` groups on: a column or time bucket of the per-minute
+/// table, or a property of the events themselves.
+enum Grouping {
+    Counts(&'static str),
+    Property(String),
+}
+
+fn grouping(g: &str) -> Result<Grouping, String> {
+    Ok(match g {
+        "channel" => Grouping::Counts("channel"),
+        "name" => Grouping::Counts("name"),
+        "namespace" => Grouping::Counts("namespace"),
+        "minute" => {
+            Grouping::Counts("formatDateTime(toStartOfMinute(window_start), '%Y-%m-%dT%H:%i:00Z')")
+        }
+        "hour" => {
+            Grouping::Counts("formatDateTime(toStartOfHour(window_start), '%Y-%m-%dT%H:00:00Z')")
+        }
+        "day" => Grouping::Counts("toString(toDate(window_start))"),
+        _ => match g.strip_prefix("property:") {
+            Some(key) if !key.is_empty() => Grouping::Property(key.to_string()),
+            _ => {
+                return Err(
+                    "must be channel, name, namespace, minute, hour, day or property:<key>".into(),
+                )
+            }
+        },
+    })
+}
+
+#[derive(Row, Deserialize)]
+struct Group {
+    group_key: String,
+    total_count: u64,
+    unique_user_count: u64,
 }
 
 #[derive(Row, Deserialize)]
@@ -80,6 +118,13 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
             errors.insert("to", "must be after from".into());
         }
     }
+    let group = match p.group_by.as_deref().map(grouping).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            errors.insert("group_by", e);
+            None
+        }
+    };
     if !errors.is_empty() {
         return bad_request(errors);
     }
@@ -109,14 +154,63 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
     if let Some(t) = &p.tenant {
         q = q.param("tenant", t);
     }
-    match q.fetch_one::<Totals>().await {
-        Ok(t) => Json(json!({
-            "name": name, "from": from, "to": to,
-            "total_count": t.total_count, "unique_users": t.unique_users,
-        }))
-        .into_response(),
-        Err(e) => unavailable(e),
+    let totals = match q.fetch_one::<Totals>().await {
+        Ok(t) => t,
+        Err(e) => return unavailable(e),
+    };
+    let mut body = json!({
+        "name": name, "from": from, "to": to,
+        "total_count": totals.total_count, "unique_users": totals.unique_users,
+    });
+    if let Some(group) = group {
+        // The grouping expression comes from the fixed list in `grouping`;
+        // a property key is a bound parameter.
+        let sql = match &group {
+            Grouping::Counts(expr) => format!(
+                "SELECT {expr} AS group_key, toUInt64(sum(count)) AS total_count, \
+                        toUInt64(uniqCombined64Merge(users)) AS unique_user_count \
+                 FROM event_counts_1m FINAL \
+                 WHERE {name_filter} {tenant_filter} \
+                   AND window_start >= fromUnixTimestamp64Milli({{from:Int64}}, 'UTC') \
+                   AND window_start < fromUnixTimestamp64Milli({{to:Int64}}, 'UTC') \
+                 GROUP BY group_key ORDER BY group_key"
+            ),
+            Grouping::Property(_) => format!(
+                "SELECT properties[{{key:String}}] AS group_key, count() AS total_count, \
+                        toUInt64(uniqExact(coalesce(user_id, anonymous_id))) AS unique_user_count \
+                 FROM events FINAL \
+                 WHERE {name_filter} {tenant_filter} \
+                   AND timestamp >= fromUnixTimestamp64Milli({{from:Int64}}, 'UTC') \
+                   AND timestamp < fromUnixTimestamp64Milli({{to:Int64}}, 'UTC') \
+                 GROUP BY group_key ORDER BY group_key"
+            ),
+        };
+        let mut q = state
+            .client
+            .query(&sql)
+            .param("name", &name_value)
+            .param("from", from)
+            .param("to", to);
+        if let Some(t) = &p.tenant {
+            q = q.param("tenant", t);
+        }
+        if let Grouping::Property(key) = &group {
+            q = q.param("key", key);
+        }
+        match q.fetch_all::<Group>().await {
+            Ok(groups) => {
+                body["grouped_metrics"] = groups
+                    .into_iter()
+                    .map(|g| {
+                        json!({"group_key": g.group_key, "total_count": g.total_count,
+                               "unique_user_count": g.unique_user_count})
+                    })
+                    .collect();
+            }
+            Err(e) => return unavailable(e),
+        }
     }
+    Json(body).into_response()
 }
 
 /// A query ClickHouse could not answer: 503, the cause in the log only.

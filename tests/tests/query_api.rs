@@ -44,6 +44,8 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
         events.push(json!({
             "event_id": format!("q-{i:02}"), "name": name, "user_id": user,
             "customer_id": customer, "timestamp": base + i * 1_000,
+            "channel": if i % 4 == 0 { "mobile" } else { "web" },
+            "properties": {"plan": if i % 2 == 0 { "free" } else { "pro" }},
         }));
     }
     let r = reqwest::Client::new()
@@ -188,6 +190,84 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
     }
     let (_, v) = get(&aggregator, "").await;
     assert_eq!(count(&v), 25, "the table survived");
+
+    // GET /v1/metrics?group_by=...: groups add up, each exact.
+    let metrics = |query: String| {
+        let url = aggregator.url(&format!("/v1/metrics?{query}"));
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let groups = |v: &Value| -> Vec<(String, u64, u64)> {
+        v["grouped_metrics"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no groups: {v}"))
+            .iter()
+            .map(|g| {
+                (
+                    g["group_key"].as_str().unwrap().to_string(),
+                    g["total_count"].as_u64().unwrap(),
+                    g["unique_user_count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let cart = |f: &dyn Fn(i64) -> bool| (0..25).filter(|&i| i % 5 < 3 && f(i)).count() as u64;
+    let (s, v) = metrics("name=cart.*&group_by=name".into()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(groups(&v), [("cart.add".to_string(), cart(&|_| true), 3)]);
+    let (_, v) = metrics("name=cart.add&group_by=channel".into()).await;
+    assert_eq!(
+        groups(&v),
+        [
+            ("mobile".to_string(), cart(&|i| i % 4 == 0), {
+                let users: BTreeSet<i64> = (0..25)
+                    .filter(|i| i % 5 < 3 && i % 4 == 0)
+                    .map(|i| i % 3)
+                    .collect();
+                users.len() as u64
+            }),
+            ("web".to_string(), cart(&|i| i % 4 != 0), 3),
+        ]
+    );
+    let (_, v) = metrics("name=cart.add&group_by=property:plan".into()).await;
+    let by_plan = groups(&v);
+    assert_eq!(
+        by_plan
+            .iter()
+            .map(|g| (g.0.as_str(), g.1))
+            .collect::<Vec<_>>(),
+        [
+            ("free", cart(&|i| i % 2 == 0)),
+            ("pro", cart(&|i| i % 2 == 1))
+        ]
+    );
+    for bucket in ["minute", "hour", "day", "namespace"] {
+        let (s, v) = metrics(format!("name=cart.add&group_by={bucket}")).await;
+        assert_eq!(s, 200, "{bucket}: {v}");
+        let sum: u64 = groups(&v).iter().map(|g| g.1).sum();
+        assert_eq!(
+            sum,
+            v["total_count"].as_u64().unwrap(),
+            "{bucket} groups add up: {v}"
+        );
+    }
+    for bad in ["bogus", "property:", &urlencode("name; DROP TABLE events")] {
+        let (s, v) = metrics(format!("name=cart.add&group_by={bad}")).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(v["error"]["group_by"].is_string(), "{v}");
+    }
+    let (s, v) = metrics(format!(
+        "name=cart.add&group_by=property:{}",
+        urlencode("' OR 1=1 --")
+    ))
+    .await;
+    assert_eq!(s, 200, "a hostile property key is only a key: {v}");
+    assert_eq!(groups(&v).iter().map(|g| g.1).sum::<u64>(), cart(&|_| true));
 }
 
 fn urlencode(s: &str) -> String {
