@@ -145,16 +145,20 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
            AND window_start >= fromUnixTimestamp64Milli({{from:Int64}}, 'UTC') \
            AND window_start < fromUnixTimestamp64Milli({{to:Int64}}, 'UTC')"
     );
-    let mut q = state
-        .client
-        .query(&sql)
-        .param("name", &name_value)
-        .param("from", from)
-        .param("to", to);
-    if let Some(t) = &p.tenant {
-        q = q.param("tenant", t);
-    }
-    let totals = match q.fetch_one::<Totals>().await {
+    // Both queries take the same filters.
+    let bind = |sql: &str| {
+        let q = state
+            .client
+            .query(sql)
+            .param("name", &name_value)
+            .param("from", from)
+            .param("to", to);
+        match &p.tenant {
+            Some(t) => q.param("tenant", t),
+            None => q,
+        }
+    };
+    let totals = match bind(&sql).fetch_one::<Totals>().await {
         Ok(t) => t,
         Err(e) => return unavailable(e),
     };
@@ -185,15 +189,7 @@ async fn metrics(State(state): State<ApiState>, Query(p): Query<MetricsParams>) 
                  GROUP BY group_key ORDER BY group_key"
             ),
         };
-        let mut q = state
-            .client
-            .query(&sql)
-            .param("name", &name_value)
-            .param("from", from)
-            .param("to", to);
-        if let Some(t) = &p.tenant {
-            q = q.param("tenant", t);
-        }
+        let mut q = bind(&sql);
         if let Grouping::Property(key) = &group {
             q = q.param("key", key);
         }

@@ -11,6 +11,8 @@ use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const EVENT_SCHEMA: &str = include_str!("../schemas/event.avsc");
@@ -47,7 +49,10 @@ pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
     event_subject: SubjectNameStrategy,
+    aggregate_topic: String,
     aggregate_subject: SubjectNameStrategy,
+    /// Subjects of other aggregate topics, by topic.
+    extra_subjects: Mutex<HashMap<String, Arc<SubjectNameStrategy>>>,
 }
 
 impl Codec {
@@ -78,11 +83,13 @@ impl Codec {
                 false,
                 supplied("weir.Event", EVENT_SCHEMA),
             ),
+            aggregate_topic: aggregate_topic.into(),
             aggregate_subject: SubjectNameStrategy::TopicNameStrategyWithSchema(
                 aggregate_topic.into(),
                 false,
                 supplied("weir.WindowAggregate", AGGREGATE_SCHEMA),
             ),
+            extra_subjects: Mutex::default(),
         })
     }
 
@@ -146,21 +153,33 @@ impl Codec {
     }
 
     /// Encodes `agg` under `topic`'s own subject (registered on first use),
-    /// for window specs whose aggregates have a topic of their own.
+    /// for window specs whose aggregates have a topic of their own. Each
+    /// topic's subject is built once.
     pub async fn encode_aggregate_to(
         &self,
         topic: &str,
         agg: &WindowAggregate,
     ) -> Result<Vec<u8>, CodecError> {
-        let subject = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            topic.into(),
-            false,
-            SuppliedSchema::new(
-                Some("weir.WindowAggregate".into()),
-                SchemaType::Avro,
-                AGGREGATE_SCHEMA.into(),
-            ),
-        );
+        if topic == self.aggregate_topic {
+            return self.encode_aggregate(agg).await;
+        }
+        let subject = {
+            let mut subjects = self.extra_subjects.lock().expect("subjects lock");
+            subjects
+                .entry(topic.to_string())
+                .or_insert_with(|| {
+                    Arc::new(SubjectNameStrategy::TopicNameStrategyWithSchema(
+                        topic.into(),
+                        false,
+                        SuppliedSchema::new(
+                            Some("weir.WindowAggregate".into()),
+                            SchemaType::Avro,
+                            AGGREGATE_SCHEMA.into(),
+                        ),
+                    ))
+                })
+                .clone()
+        };
         Ok(self.encoder.encode_struct(agg, &subject).await?)
     }
 

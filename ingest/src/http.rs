@@ -381,10 +381,7 @@ pub(crate) async fn single_as(
     let event = match to_event(&v, received_at, &caller.tenant, &state.limits) {
         Ok(e) => e,
         Err(errors) => {
-            for f in &errors {
-                metrics::counter!("weir_ingest_events_rejected_total", "reason" => reason(f))
-                    .increment(1);
-            }
+            count_rejected(&errors);
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_event",
@@ -542,10 +539,7 @@ async fn publish_many(
                 events.push(e);
             }
             Err(fields) => {
-                for f in &fields {
-                    metrics::counter!("weir_ingest_events_rejected_total", "reason" => reason(f))
-                        .increment(1);
-                }
+                count_rejected(&fields);
                 rejected.push(RejectedEntry {
                     index,
                     line,
@@ -597,6 +591,13 @@ async fn publish_many(
                 rejected,
             })
         }
+    }
+}
+
+/// Counts a rejected event's field errors by reason.
+fn count_rejected(errors: &[FieldError]) {
+    for f in errors {
+        metrics::counter!("weir_ingest_events_rejected_total", "reason" => reason(f)).increment(1);
     }
 }
 

@@ -126,11 +126,10 @@ impl DedupStore {
     /// Records `key`; true when it was not seen before.
     pub fn insert(&mut self, key: u128, event_time: i64) -> bool {
         use std::collections::hash_map::Entry;
-        if self.cold.as_ref().is_some_and(|c| c.contains(key)) {
-            return false;
-        }
         match self.seen.entry(key.into()) {
             Entry::Occupied(_) => false,
+            // Memory first: most duplicates are recent, and the cold store reads disk.
+            Entry::Vacant(_) if self.cold.as_ref().is_some_and(|c| c.contains(key)) => false,
             Entry::Vacant(v) => {
                 v.insert(secs(event_time));
                 self.spill_if_full();

@@ -373,11 +373,7 @@ impl Processor {
             state.extend(drained.changelog.into_iter().map(|r| (p, r)));
         }
         for (topic, agg) in aggregates {
-            let payload = if topic == topics.aggregates {
-                self.codec.encode_aggregate(&agg).await?
-            } else {
-                self.codec.encode_aggregate_to(&topic, &agg).await?
-            };
+            let payload = self.codec.encode_aggregate_to(&topic, &agg).await?;
             let key = format!(
                 "{}/{}/{}/{}",
                 agg.tenant, agg.name, agg.channel, agg.window_start

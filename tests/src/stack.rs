@@ -208,6 +208,16 @@ impl Stack {
         }
     }
 
+    /// The codec the stages use, against this stack's registry.
+    pub fn codec(&self) -> weir_core::codec::Codec {
+        weir_core::codec::Codec::new(
+            &format!("http://127.0.0.1:{}", self.registry_port),
+            "events.raw",
+            "aggregates.1m",
+        )
+        .expect("a codec for the stack's registry")
+    }
+
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.kafka_port)
     }

@@ -5,7 +5,6 @@
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use weir_core::codec::Codec;
 use weir_tests::load::{topic_records, Record, TENANT, WRITE_KEY};
 use weir_tests::stack::free_port;
 use weir_tests::Stack;
@@ -89,12 +88,7 @@ async fn snippet_sends_clicks_and_beacons_from_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let codec = Codec::new(
-        &format!("http://127.0.0.1:{}", stack.registry_port),
-        "events.raw",
-        "aggregates.1m",
-    )
-    .unwrap();
+    let codec = stack.codec();
     let mut events = vec![];
     for _ in 0..50 {
         events.clear();

@@ -201,12 +201,7 @@ async fn send(stack: &Stack, codec: &Codec, events: &[Planned]) {
 /// the same time, into `aggregates.5m`.
 async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>, extra_window: bool) {
     let mut stack = Stack::start().await;
-    let codec = Codec::new(
-        &format!("http://127.0.0.1:{}", stack.registry_port),
-        "events.raw",
-        "aggregates.1m",
-    )
-    .unwrap();
+    let codec = stack.codec();
     codec.register().await.unwrap();
     let config = stack.dir.path().join("processor.toml");
     std::fs::write(

@@ -4,7 +4,6 @@
 use base64::Engine;
 use serde_json::{json, Value};
 use std::io::Write;
-use weir_core::codec::Codec;
 use weir_tests::load::{topic_records, TENANT, WRITE_KEY};
 use weir_tests::{Stack, Stage};
 
@@ -210,12 +209,7 @@ async fn write_keys_rate_limit_ndjson_and_gzip() {
 
     // Every accepted event is in Kafka, stamped with the key's tenant; nothing rejected is.
     let records = topic_records(&stack.brokers(), "events.raw").unwrap();
-    let codec = Codec::new(
-        &format!("http://127.0.0.1:{}", stack.registry_port),
-        "events.raw",
-        "aggregates.1m",
-    )
-    .unwrap();
+    let codec = stack.codec();
     for weir_tests::load::Record { key, payload, .. } in &records {
         let e = codec
             .decode_event(Some(payload))
@@ -353,12 +347,7 @@ async fn legacy_payload_shapes_land_as_weir_events() {
     .await;
     assert_eq!(s, 202);
 
-    let codec = Codec::new(
-        &format!("http://127.0.0.1:{}", stack.registry_port),
-        "events.raw",
-        "aggregates.1m",
-    )
-    .unwrap();
+    let codec = stack.codec();
     let mut events = std::collections::BTreeMap::new();
     for weir_tests::load::Record { payload, .. } in
         topic_records(&stack.brokers(), "events.raw").unwrap()
@@ -611,12 +600,7 @@ async fn grpc_push_is_logeater_compatible() {
     assert_eq!(ok, [true, false, true], "{r:?}");
     assert!(r.results[1].error.contains("name"), "{r:?}");
 
-    let codec = Codec::new(
-        &format!("http://127.0.0.1:{}", stack.registry_port),
-        "events.raw",
-        "aggregates.1m",
-    )
-    .unwrap();
+    let codec = stack.codec();
     let mut got = std::collections::BTreeMap::new();
     for weir_tests::load::Record { payload, .. } in
         topic_records(&stack.brokers(), "events.raw").unwrap()

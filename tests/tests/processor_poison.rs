@@ -4,7 +4,6 @@
 //! events around them are counted.
 
 use std::time::{Duration, Instant};
-use weir_core::codec::Codec;
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
 use weir_tests::load::{now_ms, topic_records};
@@ -15,12 +14,7 @@ async fn poison_records_are_dead_lettered_and_good_ones_counted() {
     let stack = Stack::start().await;
     let processor = stack.stage("processor", "0", &[("WEIR_INSTANCE_ID", "poison")]);
     processor.wait_ready().await;
-    let codec = Codec::new(
-        &format!("http://127.0.0.1:{}", stack.registry_port),
-        "events.raw",
-        "aggregates.1m",
-    )
-    .unwrap();
+    let codec = stack.codec();
     codec.register().await.unwrap();
     let mut cfg = IngestConfig::default();
     cfg.kafka.brokers = stack.brokers();

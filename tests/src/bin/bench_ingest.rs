@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_core::codec::Codec;
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
 use weir_tests::load::WRITE_KEY;
@@ -201,11 +200,7 @@ async fn main() -> anyhow::Result<()> {
             .build()?,
         url: format!("{url}/v1/events/batch").into(),
     };
-    let codec = Codec::new(
-        &format!("http://127.0.0.1:{}", stack.registry_port),
-        "events.raw",
-        "aggregates.1m",
-    )?;
+    let codec = stack.codec();
     let limits = Default::default();
     let mut payloads = vec![];
     for i in 0..1000 {

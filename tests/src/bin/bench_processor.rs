@@ -15,7 +15,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
-use weir_core::codec::Codec;
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
 use weir_processor::dedup::{dedup_key, DedupStore};
@@ -29,11 +28,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Fills `events.raw` with `n` events, one id in five a duplicate.
 async fn preload(stack: &Stack, n: usize) -> anyhow::Result<()> {
-    let codec = Codec::new(
-        &format!("http://127.0.0.1:{}", stack.registry_port),
-        "events.raw",
-        "aggregates.1m",
-    )?;
+    let codec = stack.codec();
     codec.register().await?;
     let mut cfg = IngestConfig::default();
     cfg.kafka.brokers = stack.brokers();
