@@ -363,18 +363,11 @@ async fn chaos(mode: &str, seed: u64, spill_above: Option<&str>, extra_window: b
     }
 }
 
+/// With a second spec, a 5-minute window hopping by a minute, counted at the
+/// same time: its windows live five times longer, so many are open across
+/// each restore. It caught restores that took the last changelog record of a
+/// key instead of its newest version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chaos_exactly_once_mode() {
-    chaos("exactly_once", 11, None, false).await;
-}
-
-/// The same run with a second window spec. It fails today: the last, still
-/// open 5-minute windows come out short (by ~1,000 of ~7,700 events) while
-/// the 1-minute windows are exact, so some restore loses extra-spec window
-/// state. Kept as the reproduction of that open bug:
-/// `cargo test -p weir-tests --test chaos_processor -- --ignored`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: extra window specs undercount after restores under chaos"]
 async fn chaos_exactly_once_mode_with_a_second_window_spec() {
     chaos("exactly_once", 11, None, true).await;
 }
