@@ -6,6 +6,7 @@
 
 use crate::config::ClickHouseConfig;
 use crate::migrations;
+use crate::namespaces::NamespaceTable;
 use clickhouse::{Client, Row};
 use serde::Serialize;
 use weir_core::{Event, WindowAggregate};
@@ -101,6 +102,21 @@ impl From<WindowAggregate> for AggregateRow {
     }
 }
 
+/// One record of `events.late` or `events.invalid`, for the late and
+/// invalid rates. Its Kafka position is its key: a re-read replaces it.
+#[derive(Debug, Row, Serialize)]
+pub struct DeadLetterRow {
+    /// `late` or `invalid`.
+    pub kind: &'static str,
+    pub reason: String,
+    pub kafka_partition: u32,
+    pub kafka_offset: u64,
+    pub dead_lettered_at: i64,
+    /// The record's key: the event id, as ingest keyed it.
+    pub event_id: String,
+    pub name: String,
+}
+
 #[derive(Clone)]
 pub struct ClickHouseSink {
     client: Client,
@@ -108,7 +124,10 @@ pub struct ClickHouseSink {
 
 impl ClickHouseSink {
     /// Connects, creates the database and applies the migrations.
-    pub async fn build(cfg: &ClickHouseConfig) -> anyhow::Result<Self> {
+    pub async fn build(
+        cfg: &ClickHouseConfig,
+        namespaces: &[NamespaceTable],
+    ) -> anyhow::Result<Self> {
         let base = Client::default()
             .with_url(&cfg.url)
             .with_user(&cfg.user)
@@ -126,7 +145,7 @@ impl ClickHouseSink {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
         let client = base.with_database(&cfg.database);
-        migrations::apply(&client).await?;
+        migrations::apply(&client, namespaces).await?;
         Ok(Self { client })
     }
 
@@ -140,25 +159,26 @@ impl ClickHouseSink {
     }
 
     pub async fn insert_events(&self, rows: &[EventRow]) -> anyhow::Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut insert = self.client.insert::<EventRow>("events").await?;
-        for r in rows {
-            insert.write(r).await?;
-        }
-        insert.end().await?;
-        Ok(())
+        self.insert("events", rows).await
     }
 
+    /// Into the Null table whose view turns user ids into mergeable states.
     pub async fn insert_aggregates(&self, rows: &[AggregateRow]) -> anyhow::Result<()> {
+        self.insert("event_counts_1m_in", rows).await
+    }
+
+    pub async fn insert_dead_letters(&self, rows: &[DeadLetterRow]) -> anyhow::Result<()> {
+        self.insert("dead_letters", rows).await
+    }
+
+    async fn insert<R>(&self, table: &str, rows: &[R]) -> anyhow::Result<()>
+    where
+        R: Row + Serialize + for<'a> clickhouse::RowWrite<Value<'a> = R>,
+    {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self
-            .client
-            .insert::<AggregateRow>("event_counts_1m_in")
-            .await?;
+        let mut insert = self.client.insert::<R>(table).await?;
         for r in rows {
             insert.write(r).await?;
         }

@@ -1,6 +1,8 @@
 //! Aggregator configuration, with the defaults documented in the README.
 
+use crate::namespaces::NamespaceTable;
 use serde::{Deserialize, Serialize};
+use weir_core::api_keys::AuthConfig;
 use weir_core::kafka::KafkaConfig;
 use weir_core::telemetry::TelemetryConfig;
 use weir_core::topics::Topics;
@@ -38,7 +40,19 @@ pub struct AggregatorConfig {
     pub listen: String,
     pub schema_registry_url: String,
     pub group_id: String,
+    /// Static group membership: a restarted aggregator with the same id gets
+    /// its partitions back at once, without waiting out a rebalance.
+    /// Defaults to the host name.
+    pub instance_id: String,
+    /// How long the group waits for a silent aggregator before moving its
+    /// partitions; a restart within it keeps them.
+    pub session_timeout_ms: u64,
     pub clickhouse: ClickHouseConfig,
+    /// Read keys of the query API (`auth.read_keys`); write keys do not read.
+    pub auth: AuthConfig,
+    /// Extended tables: properties of a namespace's events promoted into
+    /// typed columns of `ns_<name>`.
+    pub namespaces: Vec<NamespaceTable>,
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub telemetry: TelemetryConfig,
@@ -50,7 +64,11 @@ impl Default for AggregatorConfig {
             listen: "0.0.0.0:8090".into(),
             schema_registry_url: "http://127.0.0.1:8081".into(),
             group_id: "weir-aggregator".into(),
+            instance_id: std::env::var("HOSTNAME").unwrap_or_else(|_| "aggregator-0".into()),
+            session_timeout_ms: 30_000,
             clickhouse: ClickHouseConfig::default(),
+            auth: AuthConfig::default(),
+            namespaces: vec![],
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
             telemetry: TelemetryConfig::default(),

@@ -7,29 +7,54 @@
 //! fixed list and the page numbers are parsed integers, so nothing a client
 //! sends is spliced into SQL.
 
-use crate::api::{bad_request, parse_time, unavailable, ApiState};
+use crate::api::{bad_request, name_filter, parse_time, unavailable, ApiState, ReadScope};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde::Deserialize;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
 
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 pub const MAX_PAGE_SIZE: u64 = 1_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsParams {
+    /// An event name, or a prefix such as `cart.*`.
     name: Option<String>,
     namespace: Option<String>,
     user_id: Option<String>,
     customer_id: Option<String>,
+    /// Only this tenant's events (a read key is bound to its own tenant anyway).
     tenant: Option<String>,
+    /// Event time from, inclusive: RFC 3339 or epoch ms.
     from: Option<String>,
+    /// Event time to, exclusive: RFC 3339 or epoch ms.
     to: Option<String>,
+    /// `name` or `timestamp`, with a leading `-` for descending. Default `-timestamp`.
     sort: Option<String>,
+    /// From 1. Default 1.
     page: Option<String>,
+    /// From 1 to 1,000. Default 50.
     page_size: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventsAnswer {
+    /// Events as sent, with `timestamp` and `received_at` in RFC 3339.
+    events: Vec<Value>,
+    metadata: PageMetadata,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageMetadata {
+    current_page: u64,
+    page_size: u64,
+    first_page: u64,
+    last_page: u64,
+    total_records: u64,
 }
 
 /// The WHERE clause and its parameters, from validated params.
@@ -50,7 +75,27 @@ fn positive(s: Option<&str>, default: u64, max: u64) -> Result<u64, String> {
     }
 }
 
-pub async fn events(State(state): State<ApiState>, Query(p): Query<EventsParams>) -> Response {
+/// Page through the deduplicated event history.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events", params(EventsParams),
+    responses(
+        (status = 200, description = "One page of events and the paging metadata", body = EventsAnswer),
+        (status = 400, description = "An invalid parameter, named", body = crate::api::ErrorAnswer),
+        (status = 401, description = "No read key, or an unknown one", body = crate::api::ErrorAnswer),
+        (status = 403, description = "A tenant other than the read key's", body = crate::api::ErrorAnswer),
+        (status = 503, description = "ClickHouse is unavailable", body = crate::api::ErrorAnswer),
+    ),
+    security(("bearer" = []), ("read_key_header" = []))
+)]
+pub async fn events(
+    State(state): State<ApiState>,
+    Extension(scope): Extension<ReadScope>,
+    Query(mut p): Query<EventsParams>,
+) -> Response {
+    p.tenant = match scope.tenant(p.tenant) {
+        Ok(t) => t,
+        Err(r) => return r.into_response(),
+    };
     let mut errors = BTreeMap::new();
     let mut filter = Filter {
         sql: vec![],
@@ -61,12 +106,10 @@ pub async fn events(State(state): State<ApiState>, Query(p): Query<EventsParams>
     if let Some(name) = &p.name {
         if name.is_empty() {
             errors.insert("name", "must not be empty".to_string());
-        } else if let Some(prefix) = name.strip_suffix(".*") {
-            filter.sql.push("startsWith(name, {name:String})");
-            filter.params.push(("name", format!("{prefix}.")));
         } else {
-            filter.sql.push("name = {name:String}");
-            filter.params.push(("name", name.clone()));
+            let (sql, value) = name_filter(name);
+            filter.sql.push(sql);
+            filter.params.push(("name", value));
         }
     }
     let exact: [(&'static str, &Option<String>, &'static str); 4] = [
@@ -169,16 +212,16 @@ pub async fn events(State(state): State<ApiState>, Query(p): Query<EventsParams>
             Err(e) => return unavailable(e),
         }
     }
-    Json(json!({
-        "events": events,
-        "metadata": {
-            "current_page": page,
-            "page_size": page_size,
-            "first_page": 1,
-            "last_page": total.div_ceil(page_size).max(1),
-            "total_records": total,
-        }
-    }))
+    Json(EventsAnswer {
+        events,
+        metadata: PageMetadata {
+            current_page: page,
+            page_size,
+            first_page: 1,
+            last_page: total.div_ceil(page_size).max(1),
+            total_records: total,
+        },
+    })
     .into_response()
 }
 

@@ -5,5 +5,7 @@ pub mod api;
 pub mod clickhouse_sink;
 pub mod config;
 pub mod events_api;
+pub mod metrics_api;
 pub mod migrations;
+pub mod namespaces;
 pub mod runtime;

@@ -1,9 +1,11 @@
 //! `aggregator`: the thin binary around `weir_aggregator`.
 
+use std::sync::Arc;
 use weir_aggregator::api;
 use weir_aggregator::clickhouse_sink::ClickHouseSink;
 use weir_aggregator::config::AggregatorConfig;
 use weir_aggregator::runtime::Aggregator;
+use weir_core::api_keys::KeyKind;
 use weir_core::{ops, service};
 
 // glibc malloc took a quarter of ingest's CPU under load (perf, bench-ingest).
@@ -18,8 +20,13 @@ async fn main() -> anyhow::Result<()> {
         "aggregator",
         ABOUT,
         |cfg: AggregatorConfig, svc| async move {
+            // Configuration mistakes fail before any network wait.
+            let read_keys = cfg.auth.keys(KeyKind::Read)?.map(Arc::new);
+            if read_keys.is_none() {
+                tracing::warn!("read-key auth is off; the query API answers anyone");
+            }
             let Some(sink) = svc
-                .until_shutdown(ClickHouseSink::build(&cfg.clickhouse))
+                .until_shutdown(ClickHouseSink::build(&cfg.clickhouse, &cfg.namespaces))
                 .await
                 .transpose()?
             else {
@@ -27,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let app = api::router(api::ApiState {
                 client: sink.client().clone(),
+                read_keys,
             })
             .merge(svc.ops_router());
             let http = tokio::spawn(ops::serve(cfg.listen.clone(), app, svc.shutdown.clone()));

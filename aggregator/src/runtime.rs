@@ -1,9 +1,9 @@
-//! The aggregator's consume loop: read `events.clean` and `aggregates.1m`
-//! (read_committed), batch by rows or time, insert into ClickHouse, and only
-//! then commit the offsets. While ClickHouse is down the loop retries the
-//! same batch with backoff and reads nothing new.
+//! The aggregator's consume loop: read `events.clean`, `aggregates.1m` and
+//! the two dead-letter topics (read_committed), batch by rows or time, insert
+//! into ClickHouse, and only then commit the offsets. While ClickHouse is
+//! down the loop retries the same batch with backoff and reads nothing new.
 
-use crate::clickhouse_sink::{AggregateRow, ClickHouseSink, EventRow};
+use crate::clickhouse_sink::{AggregateRow, ClickHouseSink, DeadLetterRow, EventRow};
 use crate::config::AggregatorConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weir_core::codec::{Codec, CodecError};
+use weir_core::kafka::header_str;
 use weir_core::ops::Readiness;
 
 pub struct Aggregator {
@@ -25,22 +26,27 @@ pub struct Aggregator {
 struct Batch {
     events: Vec<EventRow>,
     aggregates: Vec<AggregateRow>,
+    dead_letters: Vec<DeadLetterRow>,
     /// Next offset per (topic, partition).
     offsets: HashMap<(String, i32), i64>,
 }
 
 impl Batch {
     fn len(&self) -> usize {
-        self.events.len() + self.aggregates.len()
+        self.events.len() + self.aggregates.len() + self.dead_letters.len()
     }
 }
 
 impl Aggregator {
     pub async fn build(cfg: AggregatorConfig, sink: ClickHouseSink) -> anyhow::Result<Self> {
+        anyhow::ensure!(!cfg.instance_id.is_empty(), "instance_id must not be empty");
+        let session_timeout = cfg.session_timeout_ms.to_string();
         let consumer: StreamConsumer = cfg
             .kafka
             .client_config(&[
                 ("group.id", &cfg.group_id),
+                ("group.instance.id", &cfg.instance_id),
+                ("session.timeout.ms", &session_timeout),
                 ("enable.auto.commit", "false"),
                 ("isolation.level", "read_committed"),
                 ("auto.offset.reset", "earliest"),
@@ -52,7 +58,8 @@ impl Aggregator {
             &cfg.topics.raw,
             &cfg.topics.aggregates,
         )?;
-        consumer.subscribe(&[&cfg.topics.clean, &cfg.topics.aggregates])?;
+        let t = &cfg.topics;
+        consumer.subscribe(&[&t.clean, &t.aggregates, &t.late, &t.invalid])?;
         Ok(Self {
             cfg,
             consumer,
@@ -94,6 +101,11 @@ impl Aggregator {
         batch
             .offsets
             .insert((topic.clone(), msg.partition()), msg.offset() + 1);
+        if topic == self.cfg.topics.late || topic == self.cfg.topics.invalid {
+            let row = self.dead_letter(&msg, topic == self.cfg.topics.late).await;
+            batch.dead_letters.push(row);
+            return;
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = if topic == self.cfg.topics.clean {
@@ -129,6 +141,37 @@ impl Aggregator {
         }
     }
 
+    /// A dead-lettered record as a row. Its reason is the processor's header;
+    /// a late record's payload is the original event, decoded for its name.
+    async fn dead_letter(&self, msg: &OwnedMessage, late: bool) -> DeadLetterRow {
+        let header = if late { "weir-reason" } else { "weir-error" };
+        let name = if late {
+            match self.codec.decode_event(msg.payload()).await {
+                Ok(e) => e.name,
+                Err(_) => String::new(),
+            }
+        } else {
+            String::new()
+        };
+        DeadLetterRow {
+            kind: if late { "late" } else { "invalid" },
+            reason: header_str(msg.headers(), header)
+                .unwrap_or_default()
+                .to_string(),
+            kafka_partition: msg.partition() as u32,
+            kafka_offset: msg.offset() as u64,
+            dead_lettered_at: msg
+                .timestamp()
+                .to_millis()
+                .unwrap_or_else(weir_core::event::now_ms),
+            event_id: msg
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default(),
+            name,
+        }
+    }
+
     /// Inserts the batch, retrying until ClickHouse takes it, then commits.
     #[tracing::instrument(name = "clickhouse_insert", skip_all, fields(events = batch.events.len(), aggregates = batch.aggregates.len()))]
     async fn flush(&self, batch: Batch, ready: &Readiness, shutdown: &CancellationToken) {
@@ -140,7 +183,8 @@ impl Aggregator {
             let started = std::time::Instant::now();
             let result = async {
                 self.sink.insert_events(&batch.events).await?;
-                self.sink.insert_aggregates(&batch.aggregates).await
+                self.sink.insert_aggregates(&batch.aggregates).await?;
+                self.sink.insert_dead_letters(&batch.dead_letters).await
             }
             .await;
             match result {
@@ -150,6 +194,7 @@ impl Aggregator {
                     metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "events")
                         .increment(batch.events.len() as u64);
                     metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "event_counts_1m").increment(batch.aggregates.len() as u64);
+                    metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "dead_letters").increment(batch.dead_letters.len() as u64);
                     ready.set(true);
                     break;
                 }

@@ -56,6 +56,13 @@ pub fn rfc3339_ms(s: &str) -> Result<i64, time::error::Parse> {
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// The wall clock in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// RFC 3339 text of epoch milliseconds; `None` outside what RFC 3339 holds.
 pub fn ms_to_rfc3339(ms: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod api_docs;
+pub mod api_keys;
 pub mod codec;
 pub mod config;
 pub mod event;

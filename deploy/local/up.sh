@@ -49,9 +49,11 @@ wait_http "http://127.0.0.1:$CLICKHOUSE_PORT/ping" clickhouse
 export WEIR_KAFKA__BROKERS="127.0.0.1:$KAFKA_PORT"
 export WEIR_SCHEMA_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT"
 export WEIR_CLICKHOUSE__URL="http://127.0.0.1:$CLICKHOUSE_PORT"
-# The local stack's demo write key; production keys come from a file or a Secret.
+# The local stack's demo keys; production keys come from a file or a Secret.
 WRITE_KEY="${WEIR_DEMO_WRITE_KEY:-weir-demo-key}"
+READ_KEY="${WEIR_DEMO_READ_KEY:-weir-demo-read-key}"
 export WEIR_AUTH__WRITE_KEYS="$WRITE_KEY:demo"
+export WEIR_AUTH__READ_KEYS="$READ_KEY:demo"
 log "starting ingest on $INGEST_PORT, processor on $PROCESSOR_PORT, aggregator on $AGGREGATOR_PORT"
 WEIR_LISTEN="127.0.0.1:$INGEST_PORT" start ingest "$BIN/ingest"
 WEIR_LISTEN="127.0.0.1:$PROCESSOR_PORT" WEIR_INSTANCE_ID=local-0 start processor "$BIN/processor"
@@ -77,11 +79,11 @@ log "ingest answered: $(head -c 300 "$STATE/logs/demo-response.json")..."
 
 for name in page_view cart.add; do
   for _ in $(seq 1 60); do
-    out=$(curl -fsS "http://127.0.0.1:$AGGREGATOR_PORT/v1/metrics?name=$name&from=$((now - 3600000))" || true)
+    out=$(curl -fsS -H "x-read-key: $READ_KEY" "http://127.0.0.1:$AGGREGATOR_PORT/v1/metrics?name=$name&from=$((now - 3600000))" || true)
     case "$out" in *'"total_count":5'*) break ;; esac
     sleep 0.5
   done
   echo "GET /v1/metrics?name=$name -> $out"
 done
-log "the stack keeps running: ingest http://127.0.0.1:$INGEST_PORT (write key $WRITE_KEY), query API http://127.0.0.1:$AGGREGATOR_PORT"
+log "the stack keeps running: ingest http://127.0.0.1:$INGEST_PORT (write key $WRITE_KEY), query API http://127.0.0.1:$AGGREGATOR_PORT (read key $READ_KEY; docs at /docs)"
 log "logs in $STATE/logs; stop everything with deploy/local/down.sh"

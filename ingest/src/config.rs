@@ -1,31 +1,10 @@
 //! Ingest configuration, with the defaults documented in the README.
 
 use serde::{Deserialize, Serialize};
+use weir_core::api_keys::AuthConfig;
 use weir_core::kafka::KafkaConfig;
 use weir_core::telemetry::TelemetryConfig;
 use weir_core::topics::Topics;
-
-/// Write-key authentication.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// On by default: a request without a valid write key gets 401.
-    pub enabled: bool,
-    /// `KEY:TENANT` entries, comma-separated (handy as `WEIR_AUTH__WRITE_KEYS`).
-    pub write_keys: String,
-    /// A file of `KEY:TENANT` lines; `#` starts a comment.
-    pub write_keys_file: String,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            write_keys: String::new(),
-            write_keys_file: String::new(),
-        }
-    }
-}
 
 /// Per-write-key token bucket, counted in events.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

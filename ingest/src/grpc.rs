@@ -7,11 +7,12 @@
 //! the client should retry is a gRPC status (`UNAVAILABLE`,
 //! `RESOURCE_EXHAUSTED`), never a silent drop.
 
-use crate::http::{field_errors, now_ms, ApiState, Refusal};
+use crate::http::{field_errors, ApiState, Refusal};
 use crate::{compat, validate};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use weir_core::event::now_ms;
 use weir_core::trace_context;
 
 pub mod proto {

@@ -10,7 +10,6 @@
 //! others in the same batch are rejected (202 with a `rejected` list); a
 //! batch with no valid event is a 400.
 
-use crate::auth::{AuthError, WriteKeys};
 use crate::body::{self, BodyError};
 use crate::compat;
 use crate::publisher::{EventPublisher, PublishError};
@@ -28,14 +27,15 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use serde_json::{json, Value};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use weir_core::api_keys::{ApiKeys, AuthError};
+use weir_core::event::now_ms;
 use weir_core::trace_context;
 
 pub struct ApiState {
     pub publisher: EventPublisher,
     pub limits: Limits,
     /// `None` when auth is off; every event then gets `default_tenant`.
-    pub write_keys: Option<WriteKeys>,
+    pub write_keys: Option<ApiKeys>,
     pub default_tenant: String,
     pub rate_limit: Option<DefaultKeyedRateLimiter<String>>,
     pub max_body_bytes: usize,
@@ -294,12 +294,6 @@ fn refusal(r: Refusal) -> Response {
             overloaded("Kafka is behind: too many events wait for acknowledgement")
         }
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn publish_error(e: PublishError) -> Response {

@@ -3,7 +3,6 @@
 //! `events.raw`, answering 2xx only once Kafka has them.
 
 pub mod acked_producer;
-pub mod auth;
 pub mod body;
 pub mod compat;
 pub mod config;
@@ -17,36 +16,20 @@ pub mod wire;
 use config::IngestConfig;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_core::api_keys::KeyKind;
 use weir_core::codec::Codec;
 use weir_core::topics::{ensure_topics, TopicSpec};
 
 /// Connects to Kafka and the registry and returns the API state.
 pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
     // Configuration mistakes fail before any network wait.
-    let write_keys = if cfg.auth.enabled {
-        let mut text = cfg.auth.write_keys.clone();
-        if !cfg.auth.write_keys_file.is_empty() {
-            let file = std::fs::read_to_string(&cfg.auth.write_keys_file).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot read auth.write_keys_file {}: {e}",
-                    cfg.auth.write_keys_file
-                )
-            })?;
-            text.push('\n');
-            text.push_str(&file);
+    let write_keys = cfg.auth.keys(KeyKind::Write)?;
+    match &write_keys {
+        Some(keys) => tracing::info!(keys = keys.len(), "write-key auth on"),
+        None => {
+            tracing::warn!(tenant = %cfg.tenant, "write-key auth is off; every event is stamped with the default tenant")
         }
-        let keys = auth::WriteKeys::parse(&text)?;
-        anyhow::ensure!(
-            !keys.is_empty(),
-            "auth is on but no write keys are configured: set auth.write_keys (WEIR_AUTH__WRITE_KEYS=KEY:TENANT) \
-             or auth.write_keys_file, or turn auth off with auth.enabled=false"
-        );
-        tracing::info!(keys = keys.len(), "write-key auth on");
-        Some(keys)
-    } else {
-        tracing::warn!(tenant = %cfg.tenant, "write-key auth is off; every event is stamped with the default tenant");
-        None
-    };
+    }
     let raw = [TopicSpec {
         name: &cfg.topics.raw,
         partitions: cfg.kafka.partitions,

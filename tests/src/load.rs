@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The write key the test stacks configure, and its tenant.
 pub const WRITE_KEY: &str = "test-write-key-1";
 pub const TENANT: &str = "test";
+/// The query API's key, for the same tenant.
+pub const READ_KEY: &str = "test-read-key-1";
 
 pub const NAMES: &[&str] = &["shop.page_view", "shop.cart_add", "shop.checkout"];
 
@@ -244,4 +246,48 @@ pub fn topic_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<Record>> 
         }
     }
     Ok(records)
+}
+
+/// Produces ingest-shaped JSON events straight to `events.raw`, encoded as
+/// ingest would, in chunks of 2,000, retrying through broker restarts with a
+/// fresh producer; a retried record may land twice, which is a duplicate id.
+pub async fn produce_raw(stack: &crate::Stack, codec: &weir_core::codec::Codec, events: &[Value]) {
+    use weir_ingest::acked_producer::AckedProducer;
+    let mut cfg = weir_ingest::config::IngestConfig::default();
+    cfg.kafka.brokers = stack.brokers();
+    cfg.delivery_timeout_ms = 10_000;
+    let mut producer = AckedProducer::new(&weir_ingest::producer_config(&cfg)).unwrap();
+    let limits = Default::default();
+    for chunk in events.chunks(2_000) {
+        let mut records = vec![];
+        for v in chunk {
+            let ts = v["timestamp"].as_i64().expect("a timestamp");
+            let event = weir_ingest::validate::to_event(v, ts + 1_000, TENANT, &limits)
+                .expect("a valid event");
+            records.push((
+                event.event_id.clone(),
+                codec.encode_event(&event).await.unwrap(),
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let sent = producer
+                .send_all(
+                    "events.raw",
+                    records.iter().map(|(k, p)| (k.as_bytes(), p.as_slice())),
+                    None,
+                    Duration::from_secs(10),
+                )
+                .await;
+            match sent {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "cannot produce: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    producer = AckedProducer::new(&weir_ingest::producer_config(&cfg)).unwrap();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

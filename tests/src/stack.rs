@@ -144,6 +144,19 @@ impl Stage {
             .sum()
     }
 
+    /// GETs `path` from the query API with the test read key: the status
+    /// and the JSON body (`Null` if it is not JSON).
+    pub async fn query(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .get(self.url(path))
+            .header("x-read-key", crate::load::READ_KEY)
+            .send()
+            .await
+            .expect("the query API answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn wait_ready(&self) {
         wait_http(&self.url("/readyz"), Duration::from_secs(120), &self.proc).await;
     }
@@ -240,6 +253,10 @@ impl Stack {
             (
                 "WEIR_AUTH__WRITE_KEYS",
                 format!("{}:{}", crate::load::WRITE_KEY, crate::load::TENANT),
+            ),
+            (
+                "WEIR_AUTH__READ_KEYS",
+                format!("{}:{}", crate::load::READ_KEY, crate::load::TENANT),
             ),
             ("RUST_LOG", "info,librdkafka=warn,rdkafka=warn".into()),
             ("RUST_BACKTRACE", "0".into()),

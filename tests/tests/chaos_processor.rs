@@ -12,9 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use weir_core::codec::Codec;
-use weir_ingest::acked_producer::AckedProducer;
-use weir_ingest::config::IngestConfig;
-use weir_tests::load::{now_ms, topic_keys, topic_records, Lcg};
+use weir_tests::load::{now_ms, produce_raw, topic_keys, topic_records, Lcg};
 use weir_tests::{Stack, Stage};
 
 const TOTAL: usize = 200_000;
@@ -155,45 +153,18 @@ async fn observed(stack: &Stack, codec: &Codec, topic: &'static str) -> Totals {
     totals
 }
 
-/// Produces `events` to `events.raw`, retrying through broker restarts with
-/// a fresh producer; a retried record may land twice, which is a duplicate id.
+/// Produces `events` to `events.raw`; a retried record may land twice,
+/// which is a duplicate id.
 async fn send(stack: &Stack, codec: &Codec, events: &[Planned]) {
-    let mut cfg = IngestConfig::default();
-    cfg.kafka.brokers = stack.brokers();
-    cfg.delivery_timeout_ms = 10_000;
-    let mut producer = AckedProducer::new(&weir_ingest::producer_config(&cfg)).unwrap();
-    let limits = Default::default();
-    for chunk in events.chunks(2_000) {
-        let mut records = vec![];
-        for e in chunk {
-            let v = serde_json::json!({
+    let events: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
                 "event_id": e.id, "name": e.name, "user_id": e.user, "timestamp": e.ts, "channel": "web",
-            });
-            let event = weir_ingest::validate::to_event(&v, e.ts + 1_000, "chaos", &limits)
-                .expect("a valid event");
-            records.push((e.id.clone(), codec.encode_event(&event).await.unwrap()));
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let sent = producer
-                .send_all(
-                    "events.raw",
-                    records.iter().map(|(k, p)| (k.as_bytes(), p.as_slice())),
-                    None,
-                    Duration::from_secs(10),
-                )
-                .await;
-            match sent {
-                Ok(()) => break,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "cannot produce: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    producer = AckedProducer::new(&weir_ingest::producer_config(&cfg)).unwrap();
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            })
+        })
+        .collect();
+    produce_raw(stack, codec, &events).await;
 }
 
 /// `spill_above`: ids a partition keeps in memory before spilling to disk.

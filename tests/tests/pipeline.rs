@@ -62,11 +62,10 @@ impl Pipeline {
     }
 
     async fn metrics(&self, name: &str) -> Value {
-        let url = self.aggregator.url(&format!("/v1/metrics?name={name}"));
-        match reqwest::get(&url).await {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        }
+        self.aggregator
+            .query(&format!("/v1/metrics?name={name}"))
+            .await
+            .1
     }
 
     /// Polls the query API until it reports `count`, or two minutes pass.

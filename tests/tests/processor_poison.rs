@@ -66,11 +66,20 @@ async fn poison_records_are_dead_lettered_and_good_ones_counted() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let brokers = stack.brokers();
-    let invalid = tokio::task::spawn_blocking(move || topic_records(&brokers, "events.invalid"))
-        .await
-        .unwrap()
-        .unwrap();
+    // Counted is not yet committed: read until the batch's transaction lands.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let invalid = loop {
+        let brokers = stack.brokers();
+        let invalid =
+            tokio::task::spawn_blocking(move || topic_records(&brokers, "events.invalid"))
+                .await
+                .unwrap()
+                .unwrap();
+        if invalid.len() >= 3 || Instant::now() > deadline {
+            break invalid;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     let mut keys: Vec<&str> = invalid.iter().map(|r| r.key.as_str()).collect();
     keys.sort();
     keys.dedup();
