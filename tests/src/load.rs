@@ -291,3 +291,15 @@ pub async fn produce_raw(stack: &crate::Stack, codec: &weir_core::codec::Codec, 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Percent-encodes a query parameter value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use weir_tests::load::{now_ms, WRITE_KEY};
+use weir_tests::load::{now_ms, urlencode, WRITE_KEY};
 use weir_tests::{Stack, Stage};
 
 async fn get(aggregator: &Stage, query: &str) -> (u16, Value) {
@@ -259,15 +259,4 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
     .await;
     assert_eq!(s, 200, "a hostile property key is only a key: {v}");
     assert_eq!(groups(&v).iter().map(|g| g.1).sum::<u64>(), cart(&|_| true));
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
-use weir_tests::load::{now_ms, READ_KEY, WRITE_KEY};
+use weir_tests::load::{now_ms, urlencode, READ_KEY, WRITE_KEY};
 use weir_tests::{repo_root, Stack, Stage};
 
 const NAMES: [&str; 3] = ["cart.add", "cart.checkout", "page_view"];
@@ -316,6 +316,51 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
         assert_eq!(s, 400, "{query}: {v}");
         assert!(v["error"][param].is_string(), "{query}: {v}");
     }
+
+    // Injection strings through every parameter of both routes: a 400 (or
+    // 403 for a tenant), or a 200 that found nothing; never a 5xx, and the
+    // tables are intact afterwards.
+    let hostile = [
+        "' OR 1=1 --",
+        "x'; DROP TABLE event_counts_1m; --",
+        "cart.add' OR '1'='1",
+        "{name:String}",
+        "5m') UNION SELECT * FROM system.tables --",
+    ];
+    for (route, params) in [
+        ("rolling", &["name", "windows", "at", "tenant"][..]),
+        (
+            "active-users",
+            &["granularity", "from", "to", "name", "tenant"][..],
+        ),
+    ] {
+        for param in params {
+            for h in hostile {
+                let base = if route == "rolling" && *param != "name" {
+                    "name=cart.add&"
+                } else {
+                    ""
+                };
+                let (s, v) = aggregator
+                    .query(&format!(
+                        "/v1/metrics/{route}?{base}{param}={}",
+                        urlencode(h)
+                    ))
+                    .await;
+                let nothing = v["windows"]
+                    .as_array()
+                    .is_some_and(|w| w.iter().all(|w| w["total_count"] == 0))
+                    || v["periods"].as_array().is_some_and(|p| p.is_empty());
+                let refused = if *param == "tenant" { 403 } else { 400 };
+                assert!(
+                    s == refused || (s == 200 && nothing),
+                    "{route} {param}={h:?} answered {s}: {v}"
+                );
+            }
+        }
+    }
+    let (_, v) = aggregator.query("/v1/metrics?name=cart.*").await;
+    assert_eq!(v["total_count"], cart_total, "the counts survived");
 
     // The extended table: typed columns, one row per cart event, joined to events.
     let carts: Vec<&Sent> = sent
