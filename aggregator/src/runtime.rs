@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use weir_core::codec::{Codec, CodecError};
 use weir_core::kafka::header_str;
 use weir_core::ops::Readiness;
+use weir_core::trace_context;
 
 pub struct Aggregator {
     cfg: AggregatorConfig,
@@ -27,6 +28,8 @@ struct Batch {
     events: Vec<EventRow>,
     aggregates: Vec<AggregateRow>,
     dead_letters: Vec<DeadLetterRow>,
+    /// One span per traced event, ended once ClickHouse has its row.
+    spans: Vec<tracing::Span>,
     /// Next offset per (topic, partition).
     offsets: HashMap<(String, i32), i64>,
 }
@@ -105,6 +108,17 @@ impl Aggregator {
             let row = self.dead_letter(&msg, topic == self.cfg.topics.late).await;
             batch.dead_letters.push(row);
             return;
+        }
+        if topic == self.cfg.topics.clean && weir_core::telemetry::traces_exported() {
+            if let Some(tp) = header_str(msg.headers(), trace_context::HEADER) {
+                let span = tracing::info_span!(
+                    "store_event",
+                    partition = msg.partition(),
+                    offset = msg.offset()
+                );
+                trace_context::join(&span, Some(tp));
+                batch.spans.push(span);
+            }
         }
         let mut backoff = Duration::from_millis(100);
         loop {

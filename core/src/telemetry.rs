@@ -40,6 +40,14 @@ pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
 }
 
+static TRACES_EXPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans leave the process (an OTLP endpoint is set). Per-record
+/// spans are made only then: they cost more than the record's own work.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Telemetry {
     pub fn init(service: &str, cfg: &TelemetryConfig) -> anyhow::Result<Self> {
         let filter =
@@ -71,6 +79,7 @@ impl Telemetry {
                     .build(),
             )
         };
+        TRACES_EXPORTED.store(tracer.is_some(), std::sync::atomic::Ordering::Relaxed);
         let otel = tracer
             .as_ref()
             .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_string())));

@@ -53,4 +53,47 @@ if [ "$(installed_version rivven-schema)" != "$RIVVEN_VERSION" ]; then
   rm -rf "$TOOLS/target-rivven"
 fi
 
+# ---------------------------------------------------------------------------
+# Kubernetes manifests (deploy/k8s), for tests/tests/deploy_k8s.rs: kubectl
+# 1.20 from Debian's kubernetes-client (its `kubectl kustomize` is kustomize
+# v2.0.3) renders the overlays, PyPI's kubernetes-validate checks them against
+# the Kubernetes JSON schemas. The .deb is unpacked into the cache rather than
+# installed: it conflicts with other kubectl packages, and the test must use
+# this kubectl, not whichever one a machine already has.
+K8S_DIR="$TOOLS/k8s"
+K8S_VALIDATE_VERSION=1.31.0
+if ! "$K8S_DIR/bin/kubectl" version --client 2>/dev/null | grep -q 'GitVersion:"v1\.20\.'; then
+  log "kubectl 1.20 (Debian kubernetes-client) into $K8S_DIR/bin"
+  deb_dir="$(mktemp -d)"
+  # As root, apt downloads as the _apt user, which cannot write to mktemp's
+  # private directory: run the download unsandboxed instead (no warning).
+  apt_opts=(-qq)
+  if [ "$(id -u)" = 0 ]; then apt_opts+=(-o APT::Sandbox::User=root); fi
+  if ! (cd "$deb_dir" && apt-get download "${apt_opts[@]}" kubernetes-client >/dev/null 2>&1); then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    (cd "$deb_dir" && apt-get download "${apt_opts[@]}" kubernetes-client >/dev/null)
+  fi
+  rm -rf "$K8S_DIR/deb" && mkdir -p "$K8S_DIR/deb"
+  dpkg-deb -x "$deb_dir"/kubernetes-client_*.deb "$K8S_DIR/deb"
+  mkdir -p "$K8S_DIR/bin"
+  mv -f "$K8S_DIR/deb/usr/bin/kubectl" "$K8S_DIR/bin/kubectl"
+  rm -rf "$deb_dir" "$K8S_DIR/deb"
+fi
+K8S_VENV="$TOOLS/venv-k8s"
+if [ "$("$K8S_VENV/bin/kubernetes-validate" --version 2>/dev/null)" != "$K8S_VALIDATE_VERSION" ]; then
+  log "pip: kubernetes-validate==$K8S_VALIDATE_VERSION into $K8S_VENV"
+  if ! python3 -m venv "$K8S_VENV" >/dev/null 2>&1; then
+    # Debian's python3 keeps venv (ensurepip) in a package of its own.
+    rm -rf "$K8S_VENV"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv "$K8S_VENV"
+  fi
+  "$K8S_VENV/bin/pip" install -q --disable-pip-version-check \
+    "kubernetes-validate==$K8S_VALIDATE_VERSION"
+fi
+# ---------------------------------------------------------------------------
+
 log "tools ready in $TOOLS/bin"

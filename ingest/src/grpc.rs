@@ -12,6 +12,7 @@ use crate::{compat, validate};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use weir_core::event::now_ms;
 use weir_core::trace_context;
 
@@ -61,14 +62,23 @@ impl GrpcApi {
         }
     }
 
-    /// The caller's trace context, joined and passed on to the Kafka records.
-    fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
-        let incoming = metadata
+    /// The call's span, a child of the caller's trace context: the parent
+    /// must be set before the span starts.
+    fn call_span(rpc: &'static str, metadata: &tonic::metadata::MetadataMap) -> tracing::Span {
+        let span = tracing::info_span!("grpc_request", rpc);
+        trace_context::join(&span, Self::incoming(metadata));
+        span
+    }
+
+    fn incoming(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+        metadata
             .get(trace_context::HEADER)
-            .and_then(|v| v.to_str().ok());
-        let span = tracing::Span::current();
-        trace_context::join(&span, incoming);
-        trace_context::outgoing(&span, incoming)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// The trace context the Kafka records carry on.
+    fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+        trace_context::outgoing(&tracing::Span::current(), Self::incoming(metadata))
     }
 
     async fn push_all(
@@ -139,26 +149,34 @@ impl GrpcApi {
 
 #[tonic::async_trait]
 impl EventRpc for GrpcApi {
-    #[tracing::instrument(name = "grpc_push", skip_all)]
     async fn push(&self, request: Request<EventEntry>) -> Result<Response<EventResponse>, Status> {
-        let tenant = self.tenant(request.metadata())?;
-        let tp = Self::traceparent(request.metadata());
-        let mut results = self
-            .push_all(&tenant, tp, vec![request.into_inner()])
-            .await?;
-        Ok(Response::new(results.remove(0)))
+        let span = Self::call_span("Push", request.metadata());
+        async move {
+            let tenant = self.tenant(request.metadata())?;
+            let tp = Self::traceparent(request.metadata());
+            let mut results = self
+                .push_all(&tenant, tp, vec![request.into_inner()])
+                .await?;
+            Ok(Response::new(results.remove(0)))
+        }
+        .instrument(span)
+        .await
     }
 
-    #[tracing::instrument(name = "grpc_push_batch", skip_all)]
     async fn push_batch(
         &self,
         request: Request<EventBatch>,
     ) -> Result<Response<BatchResponse>, Status> {
-        let tenant = self.tenant(request.metadata())?;
-        let tp = Self::traceparent(request.metadata());
-        let results = self
-            .push_all(&tenant, tp, request.into_inner().events)
-            .await?;
-        Ok(Response::new(BatchResponse { results }))
+        let span = Self::call_span("PushBatch", request.metadata());
+        async move {
+            let tenant = self.tenant(request.metadata())?;
+            let tp = Self::traceparent(request.metadata());
+            let results = self
+                .push_all(&tenant, tp, request.into_inner().events)
+                .await?;
+            Ok(Response::new(BatchResponse { results }))
+        }
+        .instrument(span)
+        .await
     }
 }

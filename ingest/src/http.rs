@@ -27,6 +27,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use serde_json::{json, Value};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use tracing::Instrument;
 use weir_core::api_keys::{ApiKeys, AuthError};
 use weir_core::event::now_ms;
 use weir_core::trace_context;
@@ -106,11 +107,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 }
             },
         ))
+        .layer(axum::middleware::from_fn(trace_request))
         .layer(axum::middleware::from_fn(count_requests));
     match cors {
         Some(layer) => router.layer(layer),
         None => router,
     }
+}
+
+/// Opens the request's span as a child of the caller's `traceparent`. The
+/// parent must be set before a span starts, so this cannot wait for the
+/// handler's own span, which becomes this one's child.
+async fn trace_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let span =
+        tracing::info_span!("http_request", method = %req.method(), path = %req.uri().path());
+    let incoming = req
+        .headers()
+        .get(trace_context::HEADER)
+        .and_then(|v| v.to_str().ok());
+    trace_context::join(&span, incoming);
+    next.run(req).instrument(span).await
 }
 
 /// Counts every request by route and status, and times it.
@@ -219,9 +235,8 @@ async fn accept(
     let incoming = headers
         .get(trace_context::HEADER)
         .and_then(|v| v.to_str().ok());
-    let span = tracing::Span::current();
-    trace_context::join(&span, incoming);
-    let traceparent = trace_context::outgoing(&span, incoming);
+    // The records carry the handler's span (see `trace_request`).
+    let traceparent = trace_context::outgoing(&tracing::Span::current(), incoming);
     Ok((
         Caller {
             tenant,

@@ -286,8 +286,25 @@ impl Processor {
         part.last_input = Instant::now();
         let topics = &self.cfg.topics;
         let source = || format!("{}/{p}/{offset}", topics.raw);
-        // Every copy keeps the caller's trace context.
-        let base = || match header_str(msg.headers(), trace_context::HEADER) {
+        // With traces exported, the record gets a span in its caller's trace
+        // and its copies carry that span onward; otherwise every copy keeps
+        // the caller's context unchanged.
+        let incoming = header_str(msg.headers(), trace_context::HEADER);
+        let span = match incoming {
+            Some(_) if weir_core::telemetry::traces_exported() => {
+                let span = tracing::info_span!(
+                    "process_event",
+                    partition = p,
+                    offset,
+                    verdict = tracing::field::Empty
+                );
+                trace_context::join(&span, incoming);
+                span
+            }
+            _ => tracing::Span::none(),
+        };
+        let traceparent = trace_context::outgoing(&span, incoming);
+        let base = || match &traceparent {
             Some(tp) => OwnedHeaders::new().insert(header(trace_context::HEADER, tp)),
             None => OwnedHeaders::new(),
         };
@@ -323,6 +340,7 @@ impl Processor {
         };
         part.next = offset + 1;
         part.touched = true;
+        span.record("verdict", verdict);
         metrics::counter!("weir_processor_events_total", "verdict" => verdict).increment(1);
         if let Some((topic, key, headers)) = routed {
             let out = OutRecord {

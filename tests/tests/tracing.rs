@@ -1,0 +1,227 @@
+//! One event's trace across the pipeline: the three stages export spans over
+//! OTLP/HTTP to a receiver inside this test (the one place a test receiver
+//! stands in for a real one), and the spans of one event, sent with a
+//! client's `traceparent`, must form one trace: ingest's request span, the
+//! processor's span as its child (through the Kafka record's header), and the
+//! aggregator's span as the processor's child.
+
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir_tests::load::WRITE_KEY;
+use weir_tests::stack::free_port;
+use weir_tests::Stack;
+
+/// A span as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Span {
+    service: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+}
+
+/// The fields of one protobuf message: (number, varint or bytes).
+fn fields(mut buf: &[u8]) -> Vec<(u64, Result<u64, &[u8]>)> {
+    fn varint(buf: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = buf.split_first()?;
+            *buf = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut out = vec![];
+    while let Some(key) = varint(&mut buf) {
+        let value = match key & 7 {
+            0 => Ok(varint(&mut buf).unwrap_or_default()),
+            1 | 5 => {
+                let n = if key & 7 == 1 { 8 } else { 4 };
+                let (v, rest) = buf.split_at(n.min(buf.len()));
+                buf = rest;
+                Err(v)
+            }
+            2 => {
+                let n = varint(&mut buf).unwrap_or_default() as usize;
+                let (v, rest) = buf.split_at(n.min(buf.len()));
+                buf = rest;
+                Err(v)
+            }
+            _ => break,
+        };
+        out.push((key >> 3, value));
+    }
+    out
+}
+
+fn bytes(msg: &[u8], field: u64) -> impl Iterator<Item = &[u8]> {
+    fields(msg)
+        .into_iter()
+        .filter(move |(f, _)| *f == field)
+        .filter_map(|(_, v)| v.err())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The spans of an `ExportTraceServiceRequest`.
+fn decode(request: &[u8]) -> Vec<Span> {
+    let mut out = vec![];
+    for resource_spans in bytes(request, 1) {
+        let service = bytes(resource_spans, 1)
+            .flat_map(|resource| bytes(resource, 1))
+            .find(|kv| bytes(kv, 1).next() == Some(b"service.name"))
+            .and_then(|kv| bytes(kv, 2).next())
+            .and_then(|any| bytes(any, 1).next())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .unwrap_or_default();
+        for scope_spans in bytes(resource_spans, 2) {
+            for span in bytes(scope_spans, 2) {
+                let one = |f| bytes(span, f).next().map(hex).unwrap_or_default();
+                out.push(Span {
+                    service: service.clone(),
+                    name: bytes(span, 5)
+                        .next()
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .unwrap_or_default(),
+                    trace_id: one(1),
+                    span_id: one(2),
+                    parent: one(4),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A minimal OTLP/HTTP endpoint: takes each POST's protobuf body, answers 200.
+async fn receiver(port: u16, spans: Arc<Mutex<Vec<Span>>>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let spans = spans.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![];
+            let mut chunk = [0u8; 8192];
+            loop {
+                // One request per read loop; keep-alive connections send more.
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match conn.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+                spans.lock().unwrap().extend(decode(&body));
+                let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                if conn.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let port = free_port();
+    tokio::spawn(receiver(port, spans.clone()));
+    let stack = Stack::start().await;
+    let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
+    let otlp = [("WEIR_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str())];
+    let ingest = stack.stage("ingest", "0", &otlp);
+    let processor = stack.stage("processor", "0", &[otlp[0], ("WEIR_INSTANCE_ID", "t0")]);
+    let aggregator = stack.stage("aggregator", "0", &otlp);
+    for s in [&ingest, &processor, &aggregator] {
+        s.wait_ready().await;
+    }
+
+    // The client starts the trace; every stage must join it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = reqwest::Client::new()
+        .post(ingest.url("/v1/events"))
+        .bearer_auth(WRITE_KEY)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"event_id": "traced-1", "name": "page_view", "user_id": "u1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let trace = loop {
+        let trace: Vec<Span> = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect();
+        let services: std::collections::BTreeSet<&str> =
+            trace.iter().map(|s| s.service.as_str()).collect();
+        if services.len() == 3 || Instant::now() > deadline {
+            break trace;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let by_id: BTreeMap<&str, &Span> = trace.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let find = |service: &str, name: &str| {
+        trace
+            .iter()
+            .find(|s| s.service == service && s.name == name)
+            .unwrap_or_else(|| panic!("no {service} span {name:?} in the trace: {trace:#?}"))
+    };
+    let stored = find("weir-aggregator", "store_event");
+    let processed = find("weir-processor", "process_event");
+    assert_eq!(
+        stored.parent, processed.span_id,
+        "the aggregator's span is the processor's child"
+    );
+    // Up from the processor's parent, through ingest's spans, to the client.
+    let mut at = processed.parent.as_str();
+    let mut hops = vec![];
+    while let Some(span) = by_id.get(at) {
+        assert_eq!(
+            span.service, "weir-ingest",
+            "the processor's ancestors are ingest's: {trace:#?}"
+        );
+        hops.push(span.name.as_str());
+        at = span.parent.as_str();
+    }
+    assert!(
+        !hops.is_empty(),
+        "the processor's parent is in the trace: {trace:#?}"
+    );
+    assert_eq!(
+        at, "00f067aa0ba902b7",
+        "ingest's spans hang off the client's ({hops:?})"
+    );
+}
