@@ -42,6 +42,9 @@ impl Batch {
 
 impl Aggregator {
     pub async fn build(cfg: AggregatorConfig, sink: ClickHouseSink) -> anyhow::Result<Self> {
+        // Counters an alert reads exist from the start, at 0.
+        metrics::counter!("weir_aggregator_insert_failures_total").increment(0);
+        metrics::counter!("weir_aggregator_query_unauthorized_total").increment(0);
         anyhow::ensure!(!cfg.instance_id.is_empty(), "instance_id must not be empty");
         let session_timeout = cfg.session_timeout_ms.to_string();
         let consumer: StreamConsumer = cfg
@@ -155,6 +158,30 @@ impl Aggregator {
         }
     }
 
+    /// Records behind the end of the assigned partitions, from the broker's
+    /// end offsets as of the last fetch (no request is made).
+    fn export_lag(&self) {
+        let (Ok(assigned), Ok(positions)) = (self.consumer.assignment(), self.consumer.position())
+        else {
+            return;
+        };
+        let mut lag = 0;
+        for e in assigned.elements() {
+            let at = positions
+                .find_partition(e.topic(), e.partition())
+                .and_then(|p| p.offset().to_raw());
+            let end = weir_core::kafka::cached_end_offset(
+                self.consumer.client(),
+                e.topic(),
+                e.partition(),
+            );
+            if let (Some(at), Some(high)) = (at.filter(|o| *o >= 0), end) {
+                lag += (high - at).max(0);
+            }
+        }
+        metrics::gauge!("weir_aggregator_consumer_lag").set(lag as f64);
+    }
+
     /// A dead-lettered record as a row. Its reason is the processor's header;
     /// a late record's payload is the original event, decoded for its name.
     async fn dead_letter(&self, msg: &OwnedMessage, late: bool) -> DeadLetterRow {
@@ -231,6 +258,7 @@ impl Aggregator {
                 tracing::warn!(error = %e, "bad offset");
             }
         }
+        self.export_lag();
         // A failed commit (say, during a rebalance) is safe: the rows are re-read and replace themselves.
         if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync))
         {

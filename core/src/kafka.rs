@@ -50,3 +50,30 @@ pub fn header_str<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&
     let h = headers?.iter().find(|h| h.key == key)?;
     std::str::from_utf8(h.value?).ok()
 }
+
+/// A partition's end offset as of the consumer's last fetch from it: no
+/// request is made, so this is cheap enough to read at every commit.
+/// `None` before the first fetch.
+pub fn cached_end_offset<C: rdkafka::consumer::ConsumerContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client owns a live handle for as long as `client` is
+    // borrowed, the topic is a NUL-terminated string that outlives the call,
+    // and librdkafka only writes the two offsets. rdkafka 0.39 exposes only
+    // the networked `fetch_watermarks`, which blocks.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}

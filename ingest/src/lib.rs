@@ -22,6 +22,8 @@ use weir_core::topics::{ensure_topics, TopicSpec};
 
 /// Connects to Kafka and the registry and returns the API state.
 pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
+    // Counters an alert reads exist from the start, at 0.
+    metrics::counter!("weir_ingest_producer_rebuilds_total").increment(0);
     // Configuration mistakes fail before any network wait.
     let write_keys = cfg.auth.keys(KeyKind::Write)?;
     match &write_keys {

@@ -75,6 +75,8 @@ pub struct Processor {
 impl Processor {
     /// Creates topics, registers schemas, picks the commit mode and joins the group.
     pub async fn build(cfg: ProcessorConfig) -> anyhow::Result<Self> {
+        // Counters an alert reads exist from the start, at 0.
+        metrics::counter!("weir_processor_aborts_total").increment(0);
         cfg.validate()?;
         let t = &cfg.topics;
         let n = cfg.kafka.partitions;
@@ -446,6 +448,18 @@ impl Processor {
         metrics::gauge!("weir_processor_dedup_spilled_keys").set(spilled as f64);
         metrics::gauge!("weir_processor_dedup_bytes").set(bytes as f64);
         metrics::gauge!("weir_processor_open_windows").set(windows as f64);
+        let mut lag = 0;
+        for (&p, part) in &self.parts {
+            let end = weir_core::kafka::cached_end_offset(
+                self.consumer.client(),
+                &self.cfg.topics.raw,
+                p,
+            );
+            if let Some(high) = end {
+                lag += (high - part.next).max(0);
+            }
+        }
+        metrics::gauge!("weir_processor_consumer_lag").set(lag as f64);
     }
 
     /// Loads partition `p` as of its committed offset.

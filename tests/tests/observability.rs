@@ -1,9 +1,11 @@
-//! One event's trace across the pipeline: the three stages export spans over
-//! OTLP/HTTP to a receiver inside this test (the one place a test receiver
-//! stands in for a real one), and the spans of one event, sent with a
-//! client's `traceparent`, must form one trace: ingest's request span, the
-//! processor's span as its child (through the Kafka record's header), and the
-//! aggregator's span as the processor's child.
+//! What operators see of the running pipeline. One event's trace: the three
+//! stages export spans over OTLP/HTTP to a receiver inside this test (the one
+//! place a test receiver stands in for a real one), and the spans of one
+//! event, sent with a client's `traceparent`, must form one trace: ingest's
+//! request spans under the client's, the processor's span as their child
+//! (through the Kafka record's header), and the aggregator's span as the
+//! processor's child. And every metric the README documents for a stage is on
+//! that stage's `/metrics`.
 
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_tests::load::WRITE_KEY;
 use weir_tests::stack::free_port;
-use weir_tests::Stack;
+use weir_tests::{repo_root, Stack, Stage};
 
 /// A span as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -224,4 +226,78 @@ async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
         at, "00f067aa0ba902b7",
         "ingest's spans hang off the client's ({hops:?})"
     );
+
+    documented_metrics_are_exported(&ingest, &processor, &aggregator).await;
+}
+
+/// The README's metrics table: (stage, metric names) per row.
+fn documented_metrics() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let mut out = vec![];
+    for line in readme.lines().filter(|l| l.starts_with("| `weir_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        for name in cells[1].split('`').filter(|w| w.starts_with("weir_")) {
+            let name = name.split('{').next().unwrap();
+            out.push((cells[2].to_string(), name.to_string()));
+        }
+    }
+    out
+}
+
+async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggregator: &Stage) {
+    // Traffic that makes the labelled counters appear: a rejected event, an
+    // old one (flagged), a malformed request, an unauthorized query.
+    let http = reqwest::Client::new();
+    let day_ago = weir_tests::load::now_ms() - 2 * 86_400_000;
+    let r = http
+        .post(ingest.url("/v1/events/batch"))
+        .bearer_auth(WRITE_KEY)
+        .json(&json!({"events": [
+            {"event_id": "old-1", "name": "page_view", "user_id": "u1", "timestamp": day_ago},
+            {"event_id": "bad-1", "name": 7},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = http
+        .post(ingest.url("/v1/events"))
+        .bearer_auth(WRITE_KEY)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .get(aggregator.url("/v1/metrics?name=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let documented = documented_metrics();
+    assert!(documented.len() > 20, "the README's metrics table is found");
+    for (stage, name) in documented {
+        let at = match stage.as_str() {
+            "ingest" => ingest,
+            "processor" => processor,
+            "aggregator" => aggregator,
+            other => panic!("{name}: unknown stage {other:?} in the README"),
+        };
+        let text = http
+            .get(at.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let exported = text.lines().any(|l| {
+            l.strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.starts_with([' ', '{', '_']))
+        });
+        assert!(
+            exported,
+            "{stage} does not export {name}, which the README documents"
+        );
+    }
 }
