@@ -167,6 +167,44 @@ impl ClickHouseSink {
         self.insert("event_counts_1m_in", rows).await
     }
 
+    /// Recomputes the hourly rollup for every hour `rows` fall in, from the
+    /// minute table (see migration 0004). Runs after the rows are inserted
+    /// and before their offsets are committed, so a crash in between redoes
+    /// it.
+    pub async fn refresh_hours(&self, rows: &[AggregateRow]) -> anyhow::Result<()> {
+        const HOUR: i64 = 3_600_000;
+        let hours: std::collections::BTreeSet<i64> = rows
+            .iter()
+            .map(|r| r.window_start.div_euclid(HOUR) * HOUR)
+            .collect();
+        // Runs of consecutive hours, one query each: usually a single hour.
+        let mut runs: Vec<(i64, i64)> = vec![];
+        for h in hours {
+            match runs.last_mut() {
+                Some((_, end)) if *end == h => *end = h + HOUR,
+                _ => runs.push((h, h + HOUR)),
+            }
+        }
+        for (from, to) in runs {
+            self.client
+                .query(
+                    "INSERT INTO event_counts_1h \
+                     SELECT tenant, name, any(namespace), channel, toStartOfHour(window_start) AS hour, \
+                            sum(count), uniqCombined64MergeState(users), uniqExactMergeState(users_exact), \
+                            toUInt64(toUnixTimestamp64Nano(now64(9))) \
+                     FROM event_counts_1m FINAL \
+                     WHERE window_start >= fromUnixTimestamp64Milli(?, 'UTC') \
+                       AND window_start < fromUnixTimestamp64Milli(?, 'UTC') \
+                     GROUP BY tenant, name, channel, hour",
+                )
+                .bind(from)
+                .bind(to)
+                .execute()
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn insert_dead_letters(&self, rows: &[DeadLetterRow]) -> anyhow::Result<()> {
         self.insert("dead_letters", rows).await
     }

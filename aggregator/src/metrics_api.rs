@@ -29,12 +29,24 @@ struct Scope {
     to: i64,
 }
 
+const HOUR_MS: i64 = 3_600_000;
+/// 2100-01-01: beyond what the hourly rollup's `DateTime` holds, a range is
+/// open-ended anyway.
+const FAR_FUTURE_MS: i64 = 4_102_444_800_000;
+
 impl Scope {
+    /// The event time range, for the `events` table.
     fn where_sql(&self) -> String {
-        let mut sql = vec![
-            "window_start >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')",
-            "window_start < fromUnixTimestamp64Milli({to:Int64}, 'UTC')",
-        ];
+        format!(
+            "window_start >= fromUnixTimestamp64Milli({{from:Int64}}, 'UTC') \
+             AND window_start < fromUnixTimestamp64Milli({{to:Int64}}, 'UTC') AND {}",
+            self.filters()
+        )
+    }
+
+    /// The name and tenant conditions every table takes.
+    fn filters(&self) -> String {
+        let mut sql = vec!["1"];
         if let Some((cond, _)) = &self.name {
             sql.push(cond);
         }
@@ -44,6 +56,48 @@ impl Scope {
         sql.join(" AND ")
     }
 
+    /// The whole hours inside the range: `[h0, h1)`, empty when `h0 >= h1`.
+    fn hours(&self) -> (i64, i64) {
+        let h0 = self.from.max(0).div_euclid(HOUR_MS) * HOUR_MS
+            + if self.from.rem_euclid(HOUR_MS) == 0 {
+                0
+            } else {
+                HOUR_MS
+            };
+        let h1 = self.to.min(FAR_FUTURE_MS).div_euclid(HOUR_MS) * HOUR_MS;
+        (h0, h1)
+    }
+
+    /// The range's window rows, as a subquery of `tenant, name, namespace,
+    /// channel, window_start, count, users_exact`. Its whole hours come from
+    /// the hourly rollup, the partial hours at either end from the minute
+    /// table; `minutes` reads the minute table alone (for per-minute groups).
+    fn counts(&self, minutes: bool) -> String {
+        let filters = self.filters();
+        let columns = "tenant, name, namespace, channel, window_start, count, users_exact";
+        let (h0, h1) = self.hours();
+        if minutes || h0 >= h1 {
+            return format!(
+                "(SELECT {columns} FROM event_counts_1m FINAL \
+                  WHERE window_start >= fromUnixTimestamp64Milli({{from:Int64}}, 'UTC') \
+                    AND window_start < fromUnixTimestamp64Milli({{to:Int64}}, 'UTC') AND {filters})"
+            );
+        }
+        format!(
+            "(SELECT {columns} FROM event_counts_1m FINAL \
+              WHERE ((window_start >= fromUnixTimestamp64Milli({{from:Int64}}, 'UTC') \
+                      AND window_start < fromUnixTimestamp64Milli({{h0:Int64}}, 'UTC')) \
+                  OR (window_start >= fromUnixTimestamp64Milli({{h1:Int64}}, 'UTC') \
+                      AND window_start < fromUnixTimestamp64Milli({{to:Int64}}, 'UTC'))) \
+                AND {filters} \
+              UNION ALL \
+              SELECT tenant, name, namespace, channel, toDateTime64(hour, 3, 'UTC') AS window_start, \
+                     count, users_exact FROM event_counts_1h FINAL \
+              WHERE hour >= fromUnixTimestamp64Milli({{h0:Int64}}, 'UTC') \
+                AND hour < fromUnixTimestamp64Milli({{h1:Int64}}, 'UTC') AND {filters})"
+        )
+    }
+
     fn bind(&self, mut q: clickhouse::query::Query) -> clickhouse::query::Query {
         if let Some((_, v)) = &self.name {
             q = q.param("name", v);
@@ -51,7 +105,11 @@ impl Scope {
         if let Some(t) = &self.tenant {
             q = q.param("tenant", t);
         }
-        q.param("from", self.from).param("to", self.to)
+        let (h0, h1) = self.hours();
+        q.param("from", self.from)
+            .param("to", self.to)
+            .param("h0", h0)
+            .param("h1", h1)
     }
 }
 
@@ -85,6 +143,14 @@ pub struct MetricsAnswer {
     unique_users: u64,
     /// Present with `group_by`.
     grouped_metrics: Option<Vec<GroupAnswer>>,
+}
+
+#[derive(Row, Deserialize)]
+struct GroupRow {
+    group_key: String,
+    total_count: u64,
+    unique_user_count: u64,
+    is_total: u8,
 }
 
 #[derive(Row, Deserialize, Serialize, ToSchema)]
@@ -203,54 +269,106 @@ pub async fn metrics(
         from,
         to,
     };
-    let where_sql = scope.where_sql();
-    let sql = format!(
-        "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqExactMerge(users_exact)) AS unique_users \
-         FROM event_counts_1m FINAL WHERE {where_sql}"
-    );
-    let totals = match scope
-        .bind(state.client.query(&sql))
-        .fetch_one::<Totals>()
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => return unavailable(e),
-    };
+    // Per-minute groups need the minute table; everything else can read
+    // whole hours from the rollup.
+    let minutes = matches!(group, Some(Grouping::Counts(expr)) if expr.contains("toStartOfMinute"));
+    let counts = scope.counts(minutes);
     let mut answer = MetricsAnswer {
         name,
         from,
         to,
-        total_count: totals.total_count,
-        unique_users: totals.unique_users,
+        total_count: 0,
+        unique_users: 0,
         grouped_metrics: None,
     };
-    if let Some(group) = group {
-        // The grouping expression comes from the fixed list in `grouping`;
-        // a property key is a bound parameter.
-        let sql = match &group {
-            Grouping::Counts(expr) => format!(
+    match &group {
+        None => {
+            let sql = format!(
+                "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqExactMerge(users_exact)) AS unique_users \
+                 FROM {counts} AS c"
+            );
+            match scope
+                .bind(state.client.query(&sql))
+                .fetch_one::<Totals>()
+                .await
+            {
+                Ok(t) => {
+                    (answer.total_count, answer.unique_users) = (t.total_count, t.unique_users)
+                }
+                Err(e) => return unavailable(e),
+            }
+        }
+        // One scan for the groups and the total: the empty grouping set is
+        // the total, told apart by `grouping()`, not by a key value. The
+        // expression comes from the fixed list in `grouping`.
+        Some(Grouping::Counts(expr)) => {
+            let sql = format!(
                 "SELECT {expr} AS group_key, toUInt64(sum(count)) AS total_count, \
-                        toUInt64(uniqExactMerge(users_exact)) AS unique_user_count \
-                 FROM event_counts_1m FINAL WHERE {where_sql} \
-                 GROUP BY group_key ORDER BY group_key"
-            ),
-            // The per-minute table has no properties: these come from the
-            // events themselves, over the same range of event time.
-            Grouping::Property(_) => format!(
+                        toUInt64(uniqExactMerge(users_exact)) AS unique_user_count, \
+                        toUInt8(grouping(group_key)) AS is_total \
+                 FROM {counts} AS c \
+                 GROUP BY GROUPING SETS ((group_key), ()) ORDER BY is_total DESC, group_key \
+                 SETTINGS force_grouping_standard_compatibility = 1"
+            );
+            match scope
+                .bind(state.client.query(&sql))
+                .fetch_all::<GroupRow>()
+                .await
+            {
+                Ok(rows) => {
+                    let mut groups = vec![];
+                    for r in rows {
+                        // Standard `grouping()`: 1 where the key is rolled up.
+                        if r.is_total == 1 {
+                            (answer.total_count, answer.unique_users) =
+                                (r.total_count, r.unique_user_count);
+                        } else {
+                            groups.push(GroupAnswer {
+                                group_key: r.group_key,
+                                total_count: r.total_count,
+                                unique_user_count: r.unique_user_count,
+                            });
+                        }
+                    }
+                    answer.grouped_metrics = Some(groups);
+                }
+                Err(e) => return unavailable(e),
+            }
+        }
+        // The per-minute table has no properties: these come from the events
+        // themselves, over the same range of event time; the totals from the
+        // counts as above.
+        Some(Grouping::Property(key)) => {
+            let sql = format!(
+                "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqExactMerge(users_exact)) AS unique_users \
+                 FROM {counts} AS c"
+            );
+            match scope
+                .bind(state.client.query(&sql))
+                .fetch_one::<Totals>()
+                .await
+            {
+                Ok(t) => {
+                    (answer.total_count, answer.unique_users) = (t.total_count, t.unique_users)
+                }
+                Err(e) => return unavailable(e),
+            }
+            let sql = format!(
                 "SELECT properties[{{key:String}}] AS group_key, count() AS total_count, \
                         toUInt64(uniqExact(coalesce(user_id, anonymous_id))) AS unique_user_count \
                  FROM events FINAL WHERE {} \
                  GROUP BY group_key ORDER BY group_key",
-                where_sql.replace("window_start", "timestamp")
-            ),
-        };
-        let mut q = scope.bind(state.client.query(&sql));
-        if let Grouping::Property(key) = &group {
-            q = q.param("key", key);
-        }
-        match q.fetch_all::<GroupAnswer>().await {
-            Ok(groups) => answer.grouped_metrics = Some(groups),
-            Err(e) => return unavailable(e),
+                scope.where_sql().replace("window_start", "timestamp")
+            );
+            match scope
+                .bind(state.client.query(&sql))
+                .param("key", key)
+                .fetch_all::<GroupAnswer>()
+                .await
+            {
+                Ok(groups) => answer.grouped_metrics = Some(groups),
+                Err(e) => return unavailable(e),
+            }
         }
     }
     let mut body = serde_json::to_value(&answer).expect("answers serialize");
@@ -379,8 +497,8 @@ pub async fn rolling(
         };
         let sql = format!(
             "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqExactMerge(users_exact)) AS unique_users \
-             FROM event_counts_1m FINAL WHERE {}",
-            scope.where_sql()
+             FROM {} AS c",
+            scope.counts(false)
         );
         match scope
             .bind(state.client.query(&sql))
@@ -491,9 +609,9 @@ pub async fn active_users(
     // `period` comes from the fixed list above.
     let sql = format!(
         "SELECT toString({period}) AS period_start, toUInt64(uniqExactMerge(users_exact)) AS active_users \
-         FROM event_counts_1m FINAL WHERE {} \
+         FROM {} AS c \
          GROUP BY period_start ORDER BY period_start",
-        scope.where_sql()
+        scope.counts(false)
     );
     match scope
         .bind(state.client.query(&sql))

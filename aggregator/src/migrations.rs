@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "exact_unique_users",
         include_str!("../migrations/0003_exact_unique_users.sql"),
     ),
+    (
+        4,
+        "hourly_rollup",
+        include_str!("../migrations/0004_hourly_rollup.sql"),
+    ),
 ];
 
 pub async fn apply(client: &Client, namespaces: &[NamespaceTable]) -> anyhow::Result<()> {

@@ -57,6 +57,8 @@ impl Aggregator {
                 ("isolation.level", "read_committed"),
                 ("auto.offset.reset", "earliest"),
                 ("enable.partition.eof", "false"),
+                // Bigger fetches: the broker's per-fetch overhead bounded the read rate.
+                ("max.partition.fetch.bytes", "8388608"),
             ])
             .create()?;
         let codec = Codec::new(
@@ -76,30 +78,46 @@ impl Aggregator {
 
     pub async fn run(self, ready: Readiness, shutdown: CancellationToken) -> anyhow::Result<()> {
         ready.set(true);
-        let interval = Duration::from_millis(self.cfg.clickhouse.batch_interval_ms);
+        // While one batch is inserted and committed, the next is read: the
+        // two waits overlap. At most two batches are held, so while
+        // ClickHouse is down the aggregator stops reading after one more.
+        let mut pending: Option<Batch> = None;
         loop {
-            let mut batch = Batch::default();
-            let deadline = tokio::time::Instant::now() + interval;
-            while batch.len() < self.cfg.clickhouse.batch_rows {
-                let msg = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
-                        Err(_) => break,
-                        Ok(Err(e)) => { tracing::warn!(error = %e, "consumer error"); continue; }
-                        Ok(Ok(m)) => m.detach(),
-                    },
-                };
-                self.add(&mut batch, msg, &shutdown).await;
-            }
-            // Flush even on shutdown: what was read is inserted and committed.
-            self.flush(batch, &ready, &shutdown).await;
+            let flush = async {
+                if let Some(batch) = pending.take() {
+                    self.flush(batch, &ready, &shutdown).await;
+                }
+            };
+            let (batch, ()) = tokio::join!(self.read_batch(&shutdown), flush);
             if shutdown.is_cancelled() {
+                // What was read is inserted and committed before the exit.
+                self.flush(batch, &ready, &shutdown).await;
                 break;
             }
+            pending = Some(batch);
         }
         ready.set(false);
         tracing::info!("aggregator stopped");
         Ok(())
+    }
+
+    /// Reads until the batch is full, its interval is up, or shutdown.
+    async fn read_batch(&self, shutdown: &CancellationToken) -> Batch {
+        let mut batch = Batch::default();
+        let interval = Duration::from_millis(self.cfg.clickhouse.batch_interval_ms);
+        let deadline = tokio::time::Instant::now() + interval;
+        while batch.len() < self.cfg.clickhouse.batch_rows {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
+                    Err(_) => break,
+                    Ok(Err(e)) => { tracing::warn!(error = %e, "consumer error"); continue; }
+                    Ok(Ok(m)) => m.detach(),
+                },
+            };
+            self.add(&mut batch, msg, shutdown).await;
+        }
+        batch
     }
 
     async fn add(&self, batch: &mut Batch, msg: OwnedMessage, shutdown: &CancellationToken) {
@@ -225,6 +243,7 @@ impl Aggregator {
             let result = async {
                 self.sink.insert_events(&batch.events).await?;
                 self.sink.insert_aggregates(&batch.aggregates).await?;
+                self.sink.refresh_hours(&batch.aggregates).await?;
                 self.sink.insert_dead_letters(&batch.dead_letters).await
             }
             .await;
