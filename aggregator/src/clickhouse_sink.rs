@@ -186,6 +186,15 @@ impl ClickHouseSink {
             }
         }
         for (from, to) in runs {
+            self.refresh_range(from, to).await?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the hourly rollup of the hours in `[from_ms, to_ms)`
+    /// (whole hours) from the minute table.
+    pub async fn refresh_range(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<()> {
+        {
             self.client
                 .query(
                     "INSERT INTO event_counts_1h \
@@ -197,8 +206,8 @@ impl ClickHouseSink {
                        AND window_start < fromUnixTimestamp64Milli(?, 'UTC') \
                      GROUP BY tenant, name, channel, hour",
                 )
-                .bind(from)
-                .bind(to)
+                .bind(from_ms)
+                .bind(to_ms)
                 .execute()
                 .await?;
         }

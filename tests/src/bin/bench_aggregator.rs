@@ -506,6 +506,16 @@ async fn load_query_data(stack: &Stack, n: u64) -> anyhow::Result<QueryData> {
              GROUP BY tenant, name, channel, ws, kafka_partition"
         ))
         .await?;
+    // The hourly rollup, as the aggregator keeps it for the hours it touches.
+    let sink = ClickHouseSink::build(
+        &ClickHouseConfig {
+            url: format!("http://127.0.0.1:{}", stack.clickhouse_port),
+            ..Default::default()
+        },
+        &[],
+    )
+    .await?;
+    sink.refresh_range(from, to + 3_600_000).await?;
     let load_secs = started.elapsed().as_secs_f64();
     // Time the queries on a table at rest, not against the merges the load set off.
     let loaded = Instant::now();
