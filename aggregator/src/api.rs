@@ -34,8 +34,8 @@ pub fn router(state: ApiState) -> Router {
     let (router, mut spec) = OpenApiRouter::new()
         .routes(routes!(crate::events_api::events))
         .routes(routes!(crate::metrics_api::metrics))
-        .routes(routes!(crate::metrics_api::rolling))
-        .routes(routes!(crate::metrics_api::active_users))
+        .routes(routes!(crate::activity_api::rolling))
+        .routes(routes!(crate::activity_api::active_users))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_read_key,
@@ -119,6 +119,24 @@ async fn require_read_key(State(state): State<ApiState>, mut req: Request, next:
 pub struct ErrorAnswer {
     #[schema(example = json!({"from": "must be RFC 3339 or epoch milliseconds"}))]
     pub error: BTreeMap<String, String>,
+}
+
+/// The error answers every query route documents.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only documents the answers
+pub enum QueryErrors {
+    /// An invalid parameter, named
+    #[response(status = 400)]
+    BadRequest(ErrorAnswer),
+    /// No read key, or an unknown one
+    #[response(status = 401)]
+    Unauthorized(ErrorAnswer),
+    /// A tenant other than the read key's
+    #[response(status = 403)]
+    Forbidden(ErrorAnswer),
+    /// ClickHouse is unavailable
+    #[response(status = 503)]
+    Unavailable(ErrorAnswer),
 }
 
 fn error(status: StatusCode, param: &str, reason: String) -> Response {

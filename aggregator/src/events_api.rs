@@ -7,7 +7,9 @@
 //! fixed list and the page numbers are parsed integers, so nothing a client
 //! sends is spliced into SQL.
 
-use crate::api::{bad_request, name_filter, parse_time, unavailable, ApiState, ReadScope};
+use crate::api::{
+    bad_request, name_filter, parse_time, unavailable, ApiState, QueryErrors, ReadScope,
+};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -80,10 +82,7 @@ fn positive(s: Option<&str>, default: u64, max: u64) -> Result<u64, String> {
     get, path = "/v1/events", tag = "events", params(EventsParams),
     responses(
         (status = 200, description = "One page of events and the paging metadata", body = EventsAnswer),
-        (status = 400, description = "An invalid parameter, named", body = crate::api::ErrorAnswer),
-        (status = 401, description = "No read key, or an unknown one", body = crate::api::ErrorAnswer),
-        (status = 403, description = "A tenant other than the read key's", body = crate::api::ErrorAnswer),
-        (status = 503, description = "ClickHouse is unavailable", body = crate::api::ErrorAnswer),
+        QueryErrors,
     ),
     security(("bearer" = []), ("read_key_header" = []))
 )]
