@@ -47,6 +47,10 @@ pub struct AggregatorConfig {
     /// How long the group waits for a silent aggregator before moving its
     /// partitions; a restart within it keeps them.
     pub session_timeout_ms: u64,
+    /// Kafka consumers in this process, each a group member with its own
+    /// partitions, batches and inserts (`<instance_id>-<n>`). One consumer
+    /// reads only as fast as one broker connection serves it.
+    pub consumers: usize,
     pub clickhouse: ClickHouseConfig,
     /// Read keys of the query API (`auth.read_keys`); write keys do not read.
     pub auth: AuthConfig,
@@ -66,6 +70,7 @@ impl Default for AggregatorConfig {
             group_id: "weir-aggregator".into(),
             instance_id: std::env::var("HOSTNAME").unwrap_or_else(|_| "aggregator-0".into()),
             session_timeout_ms: 30_000,
+            consumers: 2,
             clickhouse: ClickHouseConfig::default(),
             auth: AuthConfig::default(),
             namespaces: vec![],

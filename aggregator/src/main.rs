@@ -38,10 +38,22 @@ async fn main() -> anyhow::Result<()> {
             })
             .merge(svc.ops_router());
             let http = tokio::spawn(ops::serve(cfg.listen.clone(), app, svc.shutdown.clone()));
-            let aggregator = Aggregator::build(cfg, sink).await?;
-            let result = aggregator
-                .run(svc.ready.clone(), svc.shutdown.clone())
-                .await;
+            anyhow::ensure!(cfg.consumers >= 1, "consumers must be at least 1");
+            let mut runs = tokio::task::JoinSet::new();
+            for n in 0..cfg.consumers {
+                let mut one = cfg.clone();
+                one.instance_id = format!("{}-{n}", cfg.instance_id);
+                let aggregator = Aggregator::build(one, sink.clone()).await?;
+                runs.spawn(aggregator.run(svc.ready.clone(), svc.shutdown.clone()));
+            }
+            let mut result = Ok(());
+            while let Some(done) = runs.join_next().await {
+                // One consumer failing stops the others: the process restarts whole.
+                if let Err(e) = done.map_err(anyhow::Error::from).and_then(|r| r) {
+                    svc.shutdown.cancel();
+                    result = result.and(Err(e));
+                }
+            }
             svc.shutdown.cancel();
             http.await??;
             result

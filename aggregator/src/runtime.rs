@@ -197,7 +197,8 @@ impl Aggregator {
                 lag += (high - at).max(0);
             }
         }
-        metrics::gauge!("weir_aggregator_consumer_lag").set(lag as f64);
+        metrics::gauge!("weir_aggregator_consumer_lag", "consumer" => self.cfg.instance_id.clone())
+            .set(lag as f64);
     }
 
     /// A dead-lettered record as a row. Its reason is the processor's header;
