@@ -70,7 +70,7 @@ impl Default for AggregatorConfig {
             group_id: "weir-aggregator".into(),
             instance_id: std::env::var("HOSTNAME").unwrap_or_else(|_| "aggregator-0".into()),
             session_timeout_ms: 30_000,
-            consumers: 2,
+            consumers: 1,
             clickhouse: ClickHouseConfig::default(),
             auth: AuthConfig::default(),
             namespaces: vec![],
