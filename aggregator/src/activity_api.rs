@@ -6,7 +6,7 @@
 use crate::api::{
     bad_request, name_filter, parse_time, unavailable, ApiState, QueryErrors, ReadScope,
 };
-use crate::counts::{range, required_name, rfc3339, Scope, Totals, MINUTE_MS};
+use crate::counts::{range, required_name, rfc3339, Scope, MINUTE_MS};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -129,16 +129,7 @@ pub async fn rolling(
             from: to - length,
             to,
         };
-        let sql = format!(
-            "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqExactMerge(users_exact)) AS unique_users \
-             FROM {} AS c",
-            scope.counts(false)
-        );
-        match scope
-            .bind(state.client.query(&sql))
-            .fetch_one::<Totals>()
-            .await
-        {
+        match scope.totals(&state.client).await {
             Ok(t) => answer.windows.push(RollingWindow {
                 window: label,
                 from: rfc3339(to - length),

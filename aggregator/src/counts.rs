@@ -112,6 +112,18 @@ pub(crate) struct Totals {
     pub unique_users: u64,
 }
 
+impl Scope {
+    /// The count and the exact unique users of the whole range.
+    pub async fn totals(&self, client: &clickhouse::Client) -> clickhouse::error::Result<Totals> {
+        let sql = format!(
+            "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqExactMerge(users_exact)) AS unique_users \
+             FROM {} AS c",
+            self.counts(false)
+        );
+        self.bind(client.query(&sql)).fetch_one::<Totals>().await
+    }
+}
+
 /// Parses `from`/`to` into `errors`, with defaults; `to` must follow `from`.
 pub(crate) fn range(
     from: Option<&str>,

@@ -3,7 +3,7 @@
 //! property (see `counts` for where the numbers come from).
 
 use crate::api::{bad_request, name_filter, unavailable, ApiState, QueryErrors, ReadScope};
-use crate::counts::{range, required_name, Scope, Totals};
+use crate::counts::{range, required_name, Scope};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -35,6 +35,7 @@ pub struct MetricsAnswer {
     total_count: u64,
     unique_users: u64,
     /// Present with `group_by`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     grouped_metrics: Option<Vec<GroupAnswer>>,
 }
 
@@ -60,14 +61,15 @@ enum Grouping {
     Property(String),
 }
 
+/// The per-minute bucket: the one grouping the hourly rollup cannot serve.
+const MINUTE_BUCKET: &str = "formatDateTime(toStartOfMinute(window_start), '%Y-%m-%dT%H:%i:00Z')";
+
 fn grouping(g: &str) -> Result<Grouping, String> {
     Ok(match g {
         "channel" => Grouping::Counts("channel"),
         "name" => Grouping::Counts("name"),
         "namespace" => Grouping::Counts("namespace"),
-        "minute" => {
-            Grouping::Counts("formatDateTime(toStartOfMinute(window_start), '%Y-%m-%dT%H:%i:00Z')")
-        }
+        "minute" => Grouping::Counts(MINUTE_BUCKET),
         "hour" => {
             Grouping::Counts("formatDateTime(toStartOfHour(window_start), '%Y-%m-%dT%H:00:00Z')")
         }
@@ -128,7 +130,7 @@ pub async fn metrics(
     };
     // Per-minute groups need the minute table; everything else can read
     // whole hours from the rollup.
-    let minutes = matches!(group, Some(Grouping::Counts(expr)) if expr.contains("toStartOfMinute"));
+    let minutes = matches!(group, Some(Grouping::Counts(MINUTE_BUCKET)));
     let counts = scope.counts(minutes);
     let mut answer = MetricsAnswer {
         name,
@@ -139,22 +141,10 @@ pub async fn metrics(
         grouped_metrics: None,
     };
     match &group {
-        None => {
-            let sql = format!(
-                "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqExactMerge(users_exact)) AS unique_users \
-                 FROM {counts} AS c"
-            );
-            match scope
-                .bind(state.client.query(&sql))
-                .fetch_one::<Totals>()
-                .await
-            {
-                Ok(t) => {
-                    (answer.total_count, answer.unique_users) = (t.total_count, t.unique_users)
-                }
-                Err(e) => return unavailable(e),
-            }
-        }
+        None => match scope.totals(&state.client).await {
+            Ok(t) => (answer.total_count, answer.unique_users) = (t.total_count, t.unique_users),
+            Err(e) => return unavailable(e),
+        },
         // One scan for the groups and the total: the empty grouping set is
         // the total, told apart by `grouping()`, not by a key value. The
         // expression comes from the fixed list in `grouping`.
@@ -196,15 +186,7 @@ pub async fn metrics(
         // themselves, over the same range of event time; the totals from the
         // counts as above.
         Some(Grouping::Property(key)) => {
-            let sql = format!(
-                "SELECT toUInt64(sum(count)) AS total_count, toUInt64(uniqExactMerge(users_exact)) AS unique_users \
-                 FROM {counts} AS c"
-            );
-            match scope
-                .bind(state.client.query(&sql))
-                .fetch_one::<Totals>()
-                .await
-            {
+            match scope.totals(&state.client).await {
                 Ok(t) => {
                     (answer.total_count, answer.unique_users) = (t.total_count, t.unique_users)
                 }
@@ -228,11 +210,7 @@ pub async fn metrics(
             }
         }
     }
-    let mut body = serde_json::to_value(&answer).expect("answers serialize");
-    if answer.grouped_metrics.is_none() {
-        body.as_object_mut().map(|o| o.remove("grouped_metrics"));
-    }
-    Json(body).into_response()
+    Json(answer).into_response()
 }
 
 #[cfg(test)]

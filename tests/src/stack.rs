@@ -132,13 +132,19 @@ impl Stage {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The stage's `/metrics` page; empty if it does not answer.
+    pub async fn metrics_text(&self) -> String {
+        match reqwest::get(self.url("/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     /// Sums the samples of a Prometheus metric (all label sets); 0 if absent.
     pub async fn metric(&self, name: &str) -> f64 {
-        let Ok(r) = reqwest::get(self.url("/metrics")).await else {
-            return 0.0;
-        };
-        let text = r.text().await.unwrap_or_default();
-        text.lines()
+        self.metrics_text()
+            .await
+            .lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()

@@ -148,14 +148,7 @@ async fn metrics_are_documented_and_old_events_are_flagged() {
     assert_eq!(v["accepted"][1]["warnings"][0]["field"], "timestamp");
     assert_eq!(v["rejected"].as_array().unwrap().len(), 2);
 
-    let text = http
-        .get(ingest.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ingest.metrics_text().await;
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     for (name, must_contain) in [
         (
