@@ -8,3 +8,7 @@ pub mod load;
 pub mod stack;
 
 pub use stack::{repo_root, Stack, Stage};
+
+/// The chaos run lives beside the tests it serves (`tests/chaos/`).
+#[path = "../chaos/mod.rs"]
+pub mod chaos;
