@@ -57,6 +57,8 @@ pub struct AggregatorConfig {
     /// Extended tables: properties of a namespace's events promoted into
     /// typed columns of `ns_<name>`.
     pub namespaces: Vec<NamespaceTable>,
+    /// Header timeout and header limits of the HTTP server.
+    pub http: weir_core::ops::HttpConfig,
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub telemetry: TelemetryConfig,
@@ -74,6 +76,7 @@ impl Default for AggregatorConfig {
             clickhouse: ClickHouseConfig::default(),
             auth: AuthConfig::default(),
             namespaces: vec![],
+            http: Default::default(),
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
             telemetry: TelemetryConfig::default(),

@@ -37,7 +37,12 @@ async fn main() -> anyhow::Result<()> {
                 read_keys,
             })
             .merge(svc.ops_router());
-            let http = tokio::spawn(ops::serve(cfg.listen.clone(), app, svc.shutdown.clone()));
+            let http = tokio::spawn(ops::serve_with(
+                cfg.listen.clone(),
+                app,
+                svc.shutdown.clone(),
+                cfg.http.clone(),
+            ));
             anyhow::ensure!(cfg.consumers >= 1, "consumers must be at least 1");
             let mut runs = tokio::task::JoinSet::new();
             for n in 0..cfg.consumers {

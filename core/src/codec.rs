@@ -18,6 +18,21 @@ use std::time::Duration;
 pub const EVENT_SCHEMA: &str = include_str!("../schemas/event.avsc");
 pub const AGGREGATE_SCHEMA: &str = include_str!("../schemas/window_aggregate.avsc");
 
+/// The largest single allocation decoding a payload may make. apache-avro
+/// sizes a string, array or map by the length the payload claims before
+/// reading it, up to 512 MiB by default, so a poison record of a few bytes
+/// made the processor allocate hundreds of MiB (found by
+/// `fuzz/` processor_avro). weir's records are far smaller: Kafka caps a
+/// record at 1 MB by default, and ingest bounds strings, properties and items.
+pub const MAX_DECODE_ALLOCATION_BYTES: usize = 16 * 1024 * 1024;
+
+/// Sets apache-avro's allocation limit to `MAX_DECODE_ALLOCATION_BYTES` and
+/// returns the limit in force. The limit is process-wide and the first call
+/// wins, so this runs before any decoding: `Codec::new` calls it.
+pub fn limit_decode_allocations() -> usize {
+    apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION_BYTES)
+}
+
 /// Why a payload could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -63,6 +78,7 @@ impl Codec {
         event_topic: &str,
         aggregate_topic: &str,
     ) -> anyhow::Result<Self> {
+        limit_decode_allocations();
         let settings = SrSettings::new_builder(registry_url.to_string())
             .set_timeout(Duration::from_secs(10))
             .build()
@@ -216,6 +232,8 @@ mod tests {
 
     /// Writes `value` with `schema` and reads it back, as a consumer would.
     fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(schema: &str, value: &T) -> T {
+        // As in the stages, where `Codec::new` sets the limit before any decoding.
+        limit_decode_allocations();
         let schema = Schema::parse_str(schema).unwrap();
         let mut w = Writer::new(&schema, Vec::new()).unwrap();
         w.append_ser(value).unwrap();
@@ -269,6 +287,25 @@ mod tests {
     fn event_round_trips_through_its_schema() {
         let event = sample();
         assert_eq!(round_trip(EVENT_SCHEMA, &event), event);
+    }
+
+    #[test]
+    fn a_claimed_length_past_the_limit_is_refused_before_allocating() {
+        assert_eq!(limit_decode_allocations(), MAX_DECODE_ALLOCATION_BYTES);
+        let schema = Schema::parse_str(EVENT_SCHEMA).unwrap();
+        // The first field, event_id, claims a 300 MB string; the rest is missing.
+        let mut payload = vec![];
+        let mut n = (300_000_000u64) << 1; // zigzag of a positive long
+        while n >= 0x80 {
+            payload.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        payload.push(n as u8);
+        let err = apache_avro::reader::datum::GenericDatumReader::builder(&schema)
+            .build()
+            .and_then(|r| r.read_value(&mut &payload[..]))
+            .unwrap_err();
+        assert!(err.to_string().contains("Unable to allocate"), "{err}");
     }
 
     #[test]

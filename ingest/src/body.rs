@@ -4,41 +4,300 @@
 //! The size limit applies to the decompressed bytes too, so a gzip bomb is
 //! cut off at `max_bytes` rather than inflated into memory.
 
-use axum::body::{to_bytes, Body, Bytes};
-use axum::http::HeaderMap;
-use serde_json::Value;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{header, HeaderMap};
+use http_body_util::BodyExt;
+use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 use std::io::Read;
+use std::time::Duration;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyError {
     TooLarge {
         max: usize,
     },
+    /// The body did not arrive within the body read timeout.
+    Timeout {
+        after_ms: u64,
+    },
+    /// The connection failed while the body was read.
+    Unreadable(String),
     BadEncoding(String),
     UnsupportedEncoding(String),
+    /// A Content-Type other than JSON's (or text/plain, NDJSON), or a
+    /// charset other than UTF-8.
+    UnsupportedMediaType(String),
+    /// The byte at this position starts no valid UTF-8 sequence.
+    InvalidUtf8 {
+        line: usize,
+        column: usize,
+    },
     Malformed {
         line: usize,
         column: usize,
         message: String,
     },
+    /// Nested deeper than serde_json's recursion limit.
+    TooDeep {
+        line: usize,
+        column: usize,
+    },
+    /// A key that appears twice in one object, named by its path
+    /// (`properties.plan`, `events[2].name`).
+    DuplicateKey {
+        line: usize,
+        column: usize,
+        key: String,
+    },
 }
 
-/// Reads the body, at most `max_bytes` before and after decompression.
-pub async fn read(headers: &HeaderMap, body: Body, max_bytes: usize) -> Result<Bytes, BodyError> {
-    let raw = to_bytes(body, max_bytes)
-        .await
-        .map_err(|_| BodyError::TooLarge { max: max_bytes })?;
-    let encoding = headers
-        .get(axum::http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity")
-        .trim()
-        .to_ascii_lowercase();
-    match encoding.as_str() {
-        "" | "identity" => Ok(raw),
-        "gzip" | "x-gzip" => gunzip(&raw, max_bytes),
-        other => Err(BodyError::UnsupportedEncoding(other.to_string())),
+/// How deep JSON may nest: serde_json's recursion limit of 128 admits 127
+/// levels of arrays and objects.
+pub const MAX_DEPTH: usize = 127;
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge { max } => write!(f, "request body exceeds {max} bytes"),
+            BodyError::Timeout { after_ms } => {
+                write!(f, "the request body did not arrive within {after_ms} ms")
+            }
+            BodyError::Unreadable(m) => write!(f, "the request body could not be read: {m}"),
+            BodyError::BadEncoding(m) | BodyError::UnsupportedMediaType(m) => f.write_str(m),
+            BodyError::UnsupportedEncoding(enc) => write!(
+                f,
+                "Content-Encoding {enc:?} is not supported; use gzip or none"
+            ),
+            BodyError::InvalidUtf8 { line, column } => write!(
+                f,
+                "the body is not valid UTF-8: invalid byte at line {line} column {column}"
+            ),
+            BodyError::Malformed {
+                line,
+                column,
+                message,
+            } => write!(f, "malformed JSON at line {line} column {column}: {message}"),
+            BodyError::TooDeep { line, column } => write!(
+                f,
+                "JSON nested deeper than {MAX_DEPTH} levels at line {line} column {column}"
+            ),
+            BodyError::DuplicateKey { line, column, key } => write!(
+                f,
+                "duplicate key {key:?} at line {line} column {column}: a key may appear once in an object"
+            ),
+        }
     }
+}
+
+impl BodyError {
+    /// The same error, on line `n` of a longer body (NDJSON).
+    fn on_line(self, n: usize) -> Self {
+        match self {
+            BodyError::InvalidUtf8 { column, .. } => BodyError::InvalidUtf8 { line: n, column },
+            BodyError::Malformed {
+                column, message, ..
+            } => BodyError::Malformed {
+                line: n,
+                column,
+                message,
+            },
+            BodyError::TooDeep { column, .. } => BodyError::TooDeep { line: n, column },
+            BodyError::DuplicateKey { column, key, .. } => BodyError::DuplicateKey {
+                line: n,
+                column,
+                key,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Media types a body may be sent as: JSON and its line-delimited forms,
+/// `text/plain` (what `navigator.sendBeacon` sends a string as), and
+/// `application/x-www-form-urlencoded` (what `curl -d` claims by default).
+/// No Content-Type at all is accepted too; the body must be JSON whatever
+/// the header says.
+const MEDIA_TYPES: &[&str] = &[
+    "application/json",
+    "text/plain",
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+    "application/jsonlines",
+    "application/x-jsonlines",
+    "application/x-www-form-urlencoded",
+];
+
+/// At most this much of a client's text is quoted back in an error.
+const QUOTE_BYTES: usize = 64;
+
+/// `s`, cut to `QUOTE_BYTES` on a character boundary.
+pub fn quote(s: &str) -> String {
+    if s.len() <= QUOTE_BYTES {
+        return s.to_string();
+    }
+    let mut end = QUOTE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// Refuses a Content-Type the gateway does not read, or a charset other
+/// than UTF-8.
+pub fn check_content_type(headers: &HeaderMap) -> Result<(), BodyError> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return Ok(());
+    };
+    let refuse = |m: String| Err(BodyError::UnsupportedMediaType(m));
+    if values.next().is_some() {
+        return refuse("send one Content-Type header, not several".into());
+    }
+    let Ok(text) = value.to_str() else {
+        return refuse("the Content-Type header is not ASCII text".into());
+    };
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    let mut parts = text.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let json_like = MEDIA_TYPES.contains(&essence.as_str())
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if !json_like {
+        return refuse(format!(
+            "Content-Type {:?} is not supported; send application/json \
+             (text/plain and application/x-ndjson are read as JSON too)",
+            quote(&essence)
+        ));
+    }
+    for param in parts.map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, value)) = param.split_once('=') else {
+            return refuse(format!(
+                "Content-Type parameter {:?} is not name=value",
+                quote(param)
+            ));
+        };
+        if name.trim().eq_ignore_ascii_case("charset") {
+            let charset = value.trim().trim_matches('"').to_ascii_lowercase();
+            if !matches!(charset.as_str(), "utf-8" | "utf8" | "us-ascii") {
+                return refuse(format!(
+                    "Content-Type charset {:?} is not supported; send UTF-8",
+                    quote(&charset)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, BodyError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Encoding::Identity);
+    };
+    let Ok(text) = value.to_str() else {
+        return Err(BodyError::UnsupportedEncoding("<not ASCII text>".into()));
+    };
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(Encoding::Identity),
+        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        other => Err(BodyError::UnsupportedEncoding(quote(other))),
+    }
+}
+
+/// What of a body is still read and thrown away before an error is
+/// answered, so that a client still sending it reads the answer rather
+/// than a connection reset (as nginx's lingering close does).
+const DRAIN_BYTES: u64 = 1 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// The same for a request refused before its body was read (no key, an
+/// unsupported Content-Type): less, since its sender may be anyone.
+const REFUSED_DRAIN_BYTES: u64 = 64 * 1024;
+const REFUSED_DRAIN_TIME: Duration = Duration::from_millis(250);
+
+/// Reads and discards what is left of `body`, up to `max` bytes and `within`.
+async fn drain(body: &mut Body, max: u64, within: Duration) {
+    if body.size_hint().lower() > max {
+        return; // the client said how much: too much to wait for
+    }
+    let _ = tokio::time::timeout(within, async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > max {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Throws away the body of a request refused before reading it.
+pub async fn discard(mut body: Body) {
+    drain(&mut body, REFUSED_DRAIN_BYTES, REFUSED_DRAIN_TIME).await;
+}
+
+/// Reads the body, at most `max_bytes` before and after decompression, and
+/// within `timeout` of the call.
+pub async fn read(
+    headers: &HeaderMap,
+    mut body: Body,
+    max_bytes: usize,
+    timeout: Option<Duration>,
+) -> Result<Bytes, BodyError> {
+    let encoding = match content_encoding(headers) {
+        Ok(e) => e,
+        Err(e) => {
+            discard(body).await;
+            return Err(e);
+        }
+    };
+    let collected = match timeout {
+        None => collect(&mut body, max_bytes).await,
+        Some(t) => tokio::time::timeout(t, collect(&mut body, max_bytes))
+            .await
+            .unwrap_or(Err(BodyError::Timeout {
+                after_ms: t.as_millis() as u64,
+            })),
+    };
+    let raw = match collected {
+        Ok(raw) => raw,
+        Err(e @ BodyError::TooLarge { .. }) => {
+            drain(&mut body, DRAIN_BYTES, DRAIN_TIME).await;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    match encoding {
+        Encoding::Identity => Ok(raw),
+        Encoding::Gzip => gunzip(&raw, max_bytes),
+    }
+}
+
+async fn collect(body: &mut Body, max_bytes: usize) -> Result<Bytes, BodyError> {
+    let too_large = BodyError::TooLarge { max: max_bytes };
+    let hint = body.size_hint().lower();
+    if hint > max_bytes as u64 {
+        return Err(too_large);
+    }
+    let mut out = Vec::with_capacity(hint as usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Unreadable(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            if out.len() + data.len() > max_bytes {
+                return Err(too_large);
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out.into())
 }
 
 fn gunzip(raw: &[u8], max_bytes: usize) -> Result<Bytes, BodyError> {
@@ -54,13 +313,163 @@ fn gunzip(raw: &[u8], max_bytes: usize) -> Result<Bytes, BodyError> {
     Ok(out.into())
 }
 
-/// One JSON document.
+/// One JSON document: UTF-8, at most `MAX_DEPTH` deep, and no key twice in
+/// an object (serde_json would keep the last one silently).
 pub fn json(bytes: &[u8]) -> Result<Value, BodyError> {
-    serde_json::from_slice(bytes).map_err(|e| BodyError::Malformed {
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
+    let text = utf8(bytes)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = Strict(&Step::Root)
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| json_error(e, text))?;
+    Ok(value)
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, BodyError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        BodyError::InvalidUtf8 {
+            line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+            column: valid.len() - line_start + 1,
+        }
     })
+}
+
+/// Marks the message of a duplicate-key error, which carries the key's path.
+const DUPLICATE: &str = "\u{0}duplicate key: ";
+
+fn json_error(e: serde_json::Error, text: &str) -> BodyError {
+    let (line, column) = (e.line(), e.column());
+    let full = e.to_string();
+    let message = full
+        .strip_suffix(&format!(" at line {line} column {column}"))
+        .unwrap_or(&full);
+    if let Some(key) = message.strip_prefix(DUPLICATE) {
+        return BodyError::DuplicateKey {
+            line,
+            column,
+            key: key.to_string(),
+        };
+    }
+    if message == "recursion limit exceeded" {
+        return BodyError::TooDeep { line, column };
+    }
+    let mut message = message.to_string();
+    if non_finite_at(text, line, column) {
+        message.push_str("; NaN and Infinity are not JSON numbers");
+    }
+    BodyError::Malformed {
+        line,
+        column,
+        message,
+    }
+}
+
+/// Whether the token at (or just before) a parse error spells NaN or Infinity.
+fn non_finite_at(text: &str, line: usize, column: usize) -> bool {
+    let line_start = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum::<usize>();
+    let at = line_start + column.saturating_sub(1);
+    [at.saturating_sub(1), at].iter().any(|&i| {
+        text.get(i..).is_some_and(|t| {
+            let t = t.trim_start_matches(['-', '+']).as_bytes();
+            ["nan", "inf"]
+                .iter()
+                .any(|w| t.len() >= w.len() && t[..w.len()].eq_ignore_ascii_case(w.as_bytes()))
+        })
+    })
+}
+
+/// Where a value sits in a document, to name a duplicate key by its path.
+enum Step<'a> {
+    Root,
+    Key(&'a Step<'a>, &'a str),
+    Index(&'a Step<'a>, usize),
+}
+
+impl Step<'_> {
+    fn path(&self) -> String {
+        match self {
+            Step::Root => String::new(),
+            Step::Key(up, k) => match up.path() {
+                p if p.is_empty() => quote(k),
+                p => format!("{p}.{}", quote(k)),
+            },
+            Step::Index(up, i) => format!("{}[{i}]", up.path()),
+        }
+    }
+}
+
+/// A `serde_json::Value` that refuses duplicate keys.
+struct Strict<'a>(&'a Step<'a>);
+
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(n.into())
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict(&Step::Index(self.0, out.len())))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let step = Step::Key(self.0, &key);
+            if out.contains_key(&key) {
+                return Err(A::Error::custom(format!("{DUPLICATE}{}", step.path())));
+            }
+            let value = map.next_value_seed(Strict(&step))?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// One JSON document per non-blank line: each line parsed on its own, so a
@@ -71,14 +480,7 @@ pub fn ndjson(bytes: &[u8]) -> Vec<(usize, Result<Value, BodyError>)> {
         .split(|b| *b == b'\n')
         .enumerate()
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
-        .map(|(i, l)| {
-            let parsed = serde_json::from_slice(l).map_err(|e| BodyError::Malformed {
-                line: i + 1,
-                column: e.column(),
-                message: format!("line {}: {e}", i + 1),
-            });
-            (i + 1, parsed)
-        })
+        .map(|(i, l)| (i + 1, json(l).map_err(|e| e.on_line(i + 1))))
         .collect()
 }
 
@@ -111,13 +513,220 @@ mod tests {
 
     #[test]
     fn ndjson_keeps_good_lines_and_numbers_bad_ones() {
-        let lines = ndjson(b"{\"a\":1}\n\n{bad\n{\"b\":2}\n");
-        assert_eq!(lines.len(), 3);
+        let lines = ndjson(b"{\"a\":1}\n\n{bad\n{\"b\":2}\n{\"c\":1,\"c\":2}\n\xff\n");
+        assert_eq!(lines.len(), 5);
         assert!(lines[0].1.is_ok() && lines[2].1.is_ok());
         assert_eq!(lines[1].0, 3);
         assert!(matches!(
             &lines[1].1,
             Err(BodyError::Malformed { line: 3, .. })
         ));
+        assert!(matches!(
+            &lines[3].1,
+            Err(BodyError::DuplicateKey { line: 5, key, .. }) if key == "c"
+        ));
+        assert_eq!(
+            lines[4].1,
+            Err(BodyError::InvalidUtf8 { line: 6, column: 1 })
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_named_by_their_path() {
+        let dup = |s: &str| match json(s.as_bytes()) {
+            Err(BodyError::DuplicateKey { key, .. }) => key,
+            other => panic!("{s}: {other:?}"),
+        };
+        assert_eq!(dup(r#"{"name":"a","name":"b"}"#), "name");
+        assert_eq!(
+            dup(r#"{"name":"a","properties":{"plan":"x","plan":"y"}}"#),
+            "properties.plan"
+        );
+        assert_eq!(
+            dup(r#"{"events":[{"name":"a"},{"name":"a","context":{"ip":"1","ip":"2"}}]}"#),
+            "events[1].context.ip"
+        );
+        // The same key in sibling objects is no duplicate.
+        assert!(json(br#"[{"a":1},{"a":1}]"#).is_ok());
+        let e = json(b"{\n \"k\": 1,\n \"k\": 2}").unwrap_err();
+        assert!(
+            matches!(e, BodyError::DuplicateKey { line: 3, .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains(r#"duplicate key "k" at line 3"#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded_at_the_recursion_limit() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(json(nested(MAX_DEPTH).as_bytes()).is_ok());
+        let e = json(nested(MAX_DEPTH + 1).as_bytes()).unwrap_err();
+        assert_eq!(
+            e,
+            BodyError::TooDeep {
+                line: 1,
+                column: MAX_DEPTH + 1
+            }
+        );
+        assert!(e.to_string().contains("deeper than 127 levels"), "{e}");
+        // Far deeper input stops at the limit, without exhausting the stack.
+        assert!(matches!(
+            json(nested(1_000_000).as_bytes()),
+            Err(BodyError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn nan_and_infinity_are_named() {
+        for doc in [
+            r#"{"x": NaN}"#,
+            r#"{"x": Infinity}"#,
+            r#"{"x": -Infinity}"#,
+            r#"[1, nan]"#,
+            r#"[+inf]"#,
+            "NaN",
+        ] {
+            let e = json(doc.as_bytes()).unwrap_err();
+            assert!(
+                matches!(&e, BodyError::Malformed { message, .. } if message.contains("NaN and Infinity")),
+                "{doc}: {e:?}"
+            );
+        }
+        let e = json(br#"{"x": nope}"#).unwrap_err();
+        assert!(!e.to_string().contains("NaN"), "{e}");
+        // Numbers out of f64's range are refused, not made infinite.
+        assert!(matches!(
+            json(b"[1e400]"),
+            Err(BodyError::Malformed { message, .. }) if message.contains("out of range")
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        assert_eq!(
+            json(b"{\"a\":\n \"x\xc3\x28\"}"),
+            Err(BodyError::InvalidUtf8 { line: 2, column: 4 })
+        );
+        // Overlong forms and UTF-8-encoded surrogates are not UTF-8 either.
+        for bad in [
+            &b"\"\xc0\x80\""[..],
+            b"\"\xed\xa0\x80\"",
+            b"\"\xf0\x9f\x98\"",
+        ] {
+            assert!(matches!(json(bad), Err(BodyError::InvalidUtf8 { .. })));
+        }
+        assert_eq!(json("\"é\"".as_bytes()), Ok(Value::String("é".into())));
+    }
+
+    fn with_type(v: &'static [u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_bytes(v).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn content_types_other_than_json_are_refused() {
+        assert_eq!(check_content_type(&HeaderMap::new()), Ok(()));
+        for ok in [
+            &b"application/json"[..],
+            b"Application/JSON; charset=UTF-8",
+            b"text/plain;charset=\"utf-8\"",
+            b"application/x-ndjson",
+            b"application/vnd.api+json",
+            b"application/x-www-form-urlencoded",
+        ] {
+            assert_eq!(check_content_type(&with_type(ok)), Ok(()), "{ok:?}");
+        }
+        for (bad, says) in [
+            (
+                &b"application/xml"[..],
+                "\"application/xml\" is not supported",
+            ),
+            (b"multipart/form-data; boundary=x", "multipart/form-data"),
+            (b"application/json; charset=utf-16", "charset \"utf-16\""),
+            (b"text/plain; charset=latin1", "charset \"latin1\""),
+            (b"application/json; oops", "not name=value"),
+            (b"application/\xffjson", "not ASCII"),
+        ] {
+            match check_content_type(&with_type(bad)) {
+                Err(BodyError::UnsupportedMediaType(m)) => assert!(m.contains(says), "{m}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    fn trickle(chunks: Vec<&'static [u8]>, every: Duration) -> Body {
+        let stream = futures::stream::iter(chunks).then(move |c| async move {
+            tokio::time::sleep(every).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(c))
+        });
+        Body::from_stream(stream)
+    }
+
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_slow_body_times_out_and_a_large_one_is_refused() {
+        let h = HeaderMap::new();
+        let slow = trickle(vec![b"{"; 20], Duration::from_millis(50));
+        assert_eq!(
+            read(&h, slow, 1000, Some(Duration::from_millis(200))).await,
+            Err(BodyError::Timeout { after_ms: 200 })
+        );
+        let fine = trickle(vec![b"{", b"}"], Duration::from_millis(10));
+        assert_eq!(
+            read(&h, fine, 1000, Some(Duration::from_secs(5)))
+                .await
+                .unwrap(),
+            &b"{}"[..]
+        );
+        let big = trickle(vec![&[b' '; 600], &[b' '; 600]], Duration::from_millis(1));
+        assert_eq!(
+            read(&h, big, 1000, None).await,
+            Err(BodyError::TooLarge { max: 1000 })
+        );
+        let mut gz = HeaderMap::new();
+        gz.insert(header::CONTENT_ENCODING, "br".parse().unwrap());
+        assert_eq!(
+            read(&gz, Body::from("{}"), 1000, None).await,
+            Err(BodyError::UnsupportedEncoding("br".into()))
+        );
+    }
+
+    proptest::proptest! {
+        /// Without duplicate keys, the strict parser reads what serde_json reads.
+        #[test]
+        fn strict_parsing_agrees_with_serde_json(v in any_json()) {
+            let text = v.to_string();
+            let expected: Value = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(json(text.as_bytes()), Ok(expected));
+        }
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,6}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }

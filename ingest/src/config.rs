@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use weir_core::api_keys::AuthConfig;
 use weir_core::kafka::KafkaConfig;
+use weir_core::ops::HttpConfig;
 use weir_core::telemetry::TelemetryConfig;
 use weir_core::topics::Topics;
 
@@ -50,6 +51,8 @@ pub struct IngestConfig {
     /// On SIGTERM: how long to finish open requests and flush the producer
     /// before exiting anyway. Keep it under the pod's termination grace period.
     pub shutdown_timeout_ms: u64,
+    /// Header and body timeouts and header limits of the HTTP server.
+    pub http: HttpConfig,
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub telemetry: TelemetryConfig,
@@ -75,6 +78,7 @@ impl Default for IngestConfig {
             max_concurrent_requests: 256,
             cors_allowed_origins: "*".into(),
             shutdown_timeout_ms: 25_000,
+            http: HttpConfig::default(),
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
             telemetry: TelemetryConfig::default(),

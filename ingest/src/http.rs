@@ -40,6 +40,8 @@ pub struct ApiState {
     pub default_tenant: String,
     pub rate_limit: Option<DefaultKeyedRateLimiter<String>>,
     pub max_body_bytes: usize,
+    /// How long a body may take to arrive (`http.body_read_timeout_ms`).
+    pub body_read_timeout: Option<std::time::Duration>,
     pub max_batch_events: usize,
     pub max_in_flight_events: usize,
     pub requests: Arc<tokio::sync::Semaphore>,
@@ -158,33 +160,44 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>, extra: Valu
 }
 
 fn body_error(e: BodyError) -> Response {
-    match e {
-        BodyError::TooLarge { max } => error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request body exceeds {max} bytes"),
-            json!({}),
-        ),
-        BodyError::BadEncoding(m) => {
-            error(StatusCode::BAD_REQUEST, "invalid_encoding", m, json!({}))
-        }
-        BodyError::UnsupportedEncoding(enc) => error(
+    let message = e.to_string();
+    let (status, code, extra) = match e {
+        BodyError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", json!({})),
+        BodyError::Timeout { .. } => (StatusCode::REQUEST_TIMEOUT, "body_timeout", json!({})),
+        BodyError::Unreadable(_) => (StatusCode::BAD_REQUEST, "body_unreadable", json!({})),
+        BodyError::BadEncoding(_) => (StatusCode::BAD_REQUEST, "invalid_encoding", json!({})),
+        BodyError::UnsupportedEncoding(_) => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_encoding",
-            format!("Content-Encoding {enc:?} is not supported; use gzip or none"),
             json!({}),
         ),
-        BodyError::Malformed {
-            line,
-            column,
-            message,
-        } => error(
+        BodyError::UnsupportedMediaType(_) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            json!({}),
+        ),
+        BodyError::InvalidUtf8 { line, column } => (
             StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("malformed JSON at line {line} column {column}: {message}"),
+            "invalid_utf8",
             json!({"line": line, "column": column}),
         ),
-    }
+        BodyError::Malformed { line, column, .. } => (
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            json!({"line": line, "column": column}),
+        ),
+        BodyError::TooDeep { line, column } => (
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            json!({"line": line, "column": column}),
+        ),
+        BodyError::DuplicateKey { line, column, key } => (
+            StatusCode::BAD_REQUEST,
+            "duplicate_key",
+            json!({"line": line, "column": column, "key": key}),
+        ),
+    };
+    error(status, code, message, extra)
 }
 
 fn overloaded(message: &str) -> Response {
@@ -206,7 +219,8 @@ pub(crate) struct Caller {
     pub traceparent: Option<String>,
 }
 
-/// Authenticates, joins the caller's trace, and reads the body.
+/// Authenticates, checks the Content-Type, joins the caller's trace, and
+/// reads the body.
 async fn accept(
     state: &ApiState,
     query: Option<&str>,
@@ -215,7 +229,7 @@ async fn accept(
 ) -> Result<(Caller, axum::body::Bytes), Response> {
     let tenant = match &state.write_keys {
         None => state.default_tenant.clone(),
-        Some(keys) => match keys.tenant_with_query(headers, query) {
+        Some(keys) => match write_key_tenant(keys, query, headers) {
             Ok(t) => t.to_string(),
             Err(e) => {
                 let message = match e {
@@ -225,11 +239,16 @@ async fn accept(
                 let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", message, json!({}));
                 r.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                body::discard(body).await;
                 return Err(r);
             }
         },
     };
-    let bytes = body::read(headers, body, state.max_body_bytes)
+    if let Err(e) = body::check_content_type(headers) {
+        body::discard(body).await;
+        return Err(body_error(e));
+    }
+    let bytes = body::read(headers, body, state.max_body_bytes, state.body_read_timeout)
         .await
         .map_err(body_error)?;
     let incoming = headers
@@ -244,6 +263,23 @@ async fn accept(
         },
         bytes,
     ))
+}
+
+/// The tenant of the request's write key. A key header that is not text
+/// (bytes past ASCII) is a wrong key, not a missing one.
+fn write_key_tenant<'k>(
+    keys: &'k ApiKeys,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<&'k str, AuthError> {
+    let unreadable = [header::AUTHORIZATION.as_str(), "x-write-key"]
+        .iter()
+        .flat_map(|h| headers.get_all(*h))
+        .any(|v| v.to_str().is_err());
+    if unreadable {
+        return Err(AuthError::Invalid);
+    }
+    keys.tenant_with_query(headers, query)
 }
 
 /// Why events cannot be taken right now.
@@ -370,7 +406,8 @@ fn native(v: Value) -> Value {
     compat::to_native(v)
 }
 
-#[tracing::instrument(name = "post_event", skip(state, headers, body))]
+// `query` is not recorded: it may hold `?write_key=`.
+#[tracing::instrument(name = "post_event", skip(state, query, headers, body))]
 pub(crate) async fn single_as(
     style: Style,
     state: &ApiState,
@@ -439,7 +476,7 @@ fn flag(warnings: &[FieldError]) {
     }
 }
 
-#[tracing::instrument(name = "post_batch", skip(state, headers, body))]
+#[tracing::instrument(name = "post_batch", skip(state, query, headers, body))]
 pub(crate) async fn batch_as(
     style: Style,
     state: &ApiState,
@@ -531,15 +568,11 @@ async fn publish_many(
     let mut rejected = vec![];
     for (index, (line, item)) in items.into_iter().enumerate() {
         let result = item
-            .map_err(|e| match e {
-                BodyError::Malformed { message, .. } => vec![FieldError {
+            .map_err(|e| {
+                vec![FieldError {
                     field: String::new(),
-                    message,
-                }],
-                other => vec![FieldError {
-                    field: String::new(),
-                    message: format!("{other:?}"),
-                }],
+                    message: e.to_string(),
+                }]
             })
             .and_then(|v| to_event(&native(v), received_at, tenant, &state.limits));
         match result {

@@ -63,6 +63,7 @@ pub async fn build(cfg: &IngestConfig) -> anyhow::Result<Arc<http::ApiState>> {
         default_tenant: cfg.tenant.clone(),
         rate_limit: http::rate_limiter(cfg.rate_limit.events_per_second, cfg.rate_limit.burst),
         max_body_bytes: cfg.max_body_bytes,
+        body_read_timeout: cfg.http.body_read_timeout(),
         max_batch_events: cfg.max_batch_events,
         max_in_flight_events: cfg.max_in_flight_events,
         requests: Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent_requests)),

@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
                 std::time::Instant::now()
             })
         };
-        let serve = ops::serve(cfg.listen.clone(), app, svc.shutdown.clone());
+        let serve = ops::serve_with(cfg.listen.clone(), app, svc.shutdown.clone(), cfg.http.clone());
         let deadline = async {
             svc.shutdown.cancelled().await;
             tokio::time::sleep(budget).await;

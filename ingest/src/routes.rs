@@ -65,10 +65,13 @@ pub fn api(state: Arc<ApiState>) -> (axum::Router, OpenApi) {
                        `Content-Encoding: gzip` is accepted."),
     responses(
         (status = 202, description = "Kafka has the event", body = Accepted),
-        (status = 400, description = "Malformed JSON or an invalid event", body = ErrorAnswer),
+        (status = 400, description = "Malformed JSON (invalid UTF-8, a duplicate key, nested \
+                                      too deep, NaN) or an invalid event", body = ErrorAnswer),
         (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = ErrorAnswer),
         (status = 413, description = "Body over `max_body_bytes`", body = ErrorAnswer),
-        (status = 415, description = "Content-Encoding other than gzip", body = ErrorAnswer),
+        (status = 415, description = "Content-Encoding other than gzip, or a Content-Type \
+                                      other than JSON's (or a charset other than UTF-8)", body = ErrorAnswer),
         (status = 429, description = "The key's rate limit; see Retry-After", body = ErrorAnswer),
         (status = 503, description = "Kafka is behind or unreachable; retry after Retry-After \
                                       with the same event_id", body = ErrorAnswer),
@@ -94,8 +97,10 @@ async fn post_event(
                                       others with their field errors", body = BatchAnswer),
         (status = 400, description = "Malformed JSON, or no valid event", body = ErrorAnswer),
         (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = ErrorAnswer),
         (status = 413, description = "Body or batch too large", body = ErrorAnswer),
-        (status = 415, description = "Content-Encoding other than gzip", body = ErrorAnswer),
+        (status = 415, description = "Content-Encoding other than gzip, or a Content-Type \
+                                      other than JSON's (or a charset other than UTF-8)", body = ErrorAnswer),
         (status = 429, description = "The key's rate limit; see Retry-After", body = ErrorAnswer),
         (status = 503, description = "Kafka is behind or unreachable; retry", body = ErrorAnswer),
     ),
@@ -119,7 +124,10 @@ async fn post_batch(
         (status = 202, description = "Kafka has every accepted event", body = BatchAnswer),
         (status = 400, description = "No valid line", body = ErrorAnswer),
         (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = ErrorAnswer),
         (status = 413, description = "Body or batch too large", body = ErrorAnswer),
+        (status = 415, description = "Content-Encoding other than gzip, or a Content-Type \
+                                      other than JSON's", body = ErrorAnswer),
         (status = 429, description = "The key's rate limit; see Retry-After", body = ErrorAnswer),
         (status = 503, description = "Kafka is behind or unreachable; retry", body = ErrorAnswer),
     ),
@@ -143,6 +151,11 @@ async fn post_ndjson(
         (status = 202, description = "Kafka has the event", body = EventStreamAccepted),
         (status = 400, description = "Invalid event", body = ErrorAnswer),
         (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = ErrorAnswer),
+        (status = 413, description = "Body or batch too large", body = ErrorAnswer),
+        (status = 415, description = "Content-Encoding other than gzip, or a Content-Type \
+                                      other than JSON's", body = ErrorAnswer),
+        (status = 429, description = "The key's rate limit; see Retry-After", body = ErrorAnswer),
         (status = 503, description = "Kafka is behind or unreachable; retry", body = ErrorAnswer),
     ),
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))
@@ -165,6 +178,11 @@ async fn post_event_stream(
         (status = 202, description = "Kafka has every accepted event", body = EventStreamBatchAnswer),
         (status = 400, description = "No valid event", body = ErrorAnswer),
         (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = ErrorAnswer),
+        (status = 413, description = "Body or batch too large", body = ErrorAnswer),
+        (status = 415, description = "Content-Encoding other than gzip, or a Content-Type \
+                                      other than JSON's", body = ErrorAnswer),
+        (status = 429, description = "The key's rate limit; see Retry-After", body = ErrorAnswer),
         (status = 503, description = "Kafka is behind or unreachable; retry", body = ErrorAnswer),
     ),
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))
@@ -186,6 +204,11 @@ async fn post_event_stream_batch(
         (status = 202, description = "Kafka has the event", body = EventServiceAnswer),
         (status = 400, description = "Invalid event", body = ErrorAnswer),
         (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
+        (status = 408, description = "The body did not arrive within `http.body_read_timeout_ms`", body = ErrorAnswer),
+        (status = 413, description = "Body or batch too large", body = ErrorAnswer),
+        (status = 415, description = "Content-Encoding other than gzip, or a Content-Type \
+                                      other than JSON's", body = ErrorAnswer),
+        (status = 429, description = "The key's rate limit; see Retry-After", body = ErrorAnswer),
         (status = 503, description = "Kafka is behind or unreachable; retry", body = ErrorAnswer),
     ),
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))

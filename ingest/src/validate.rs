@@ -3,6 +3,7 @@
 //!
 //! Pure code: no I/O, no clock (the caller passes `received_at`).
 
+use crate::body::quote;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -40,6 +41,9 @@ pub struct FieldError {
     pub field: String,
     pub message: String,
 }
+
+/// The longest property name.
+pub const MAX_KEY_BYTES: usize = 256;
 
 pub const FIELDS: &[&str] = &[
     "event_id",
@@ -109,7 +113,7 @@ impl Checker<'_> {
 
     fn unknown(&mut self, obj: &Map<String, Value>, allowed: &[&str], prefix: &str) {
         for k in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
-            self.err(format!("{prefix}{k}"), "unknown field");
+            self.err(format!("{prefix}{}", quote(k)), "unknown field");
         }
     }
 
@@ -141,7 +145,11 @@ impl Checker<'_> {
         }
         let mut out = BTreeMap::new();
         for (k, v) in obj {
-            let p = format!("{path}.{k}");
+            let p = format!("{path}.{}", quote(k));
+            if k.len() > MAX_KEY_BYTES {
+                self.err(p, format!("keys must be at most {MAX_KEY_BYTES} bytes"));
+                continue;
+            }
             let value = match v {
                 Value::String(s) if s.len() > self.limits.max_string_bytes => {
                     self.err(
@@ -546,6 +554,17 @@ mod tests {
             fields(map(json!({"name": "a", "event_id": "x".repeat(129)}))),
             ["event_id"]
         );
+    }
+
+    #[test]
+    fn long_keys_are_rejected_and_quoted_short() {
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        let errors = map(json!({"name": "a", "properties": {long.clone(): 1}})).unwrap_err();
+        assert_eq!(errors[0].field, format!("properties.{}...", &long[..64]));
+        assert!(errors[0].message.contains("at most 256 bytes"));
+        let errors = map(json!({"name": "a", long.clone(): 1})).unwrap_err();
+        assert_eq!(errors[0].field, format!("{}...", &long[..64]));
+        assert!(map(json!({"name": "a", "properties": {"k".repeat(256): 1}})).is_ok());
     }
 
     #[test]

@@ -183,12 +183,17 @@ pub struct ErrorAnswer {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code: `unauthorized`, `body_too_large`, `malformed_json`,
+    /// Stable machine-readable code: `unauthorized`, `body_too_large`, `body_timeout`,
+    /// `body_unreadable`, `malformed_json`, `invalid_utf8`, `duplicate_key`, `too_deep`,
     /// `invalid_event`, `invalid_batch`, `batch_too_large`, `rate_limited`, `overloaded`,
-    /// `unavailable`, `invalid_encoding`, `unsupported_encoding`.
+    /// `unavailable`, `invalid_encoding`, `unsupported_encoding`, `unsupported_media_type`.
     pub code: String,
     pub message: String,
-    /// For `malformed_json`: where the parser stopped, from 1.
+    /// For `duplicate_key`: the key's path, such as `properties.plan`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// For `malformed_json`, `invalid_utf8`, `duplicate_key` and `too_deep`:
+    /// where the parser stopped, from 1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -61,6 +61,8 @@ pub struct ProcessorConfig {
     /// partitions to the others. With static membership a restart within
     /// this time keeps its partitions; a crash costs this much lag.
     pub session_timeout_ms: u64,
+    /// Header timeout and header limits of the HTTP server.
+    pub http: weir_core::ops::HttpConfig,
     pub kafka: KafkaConfig,
     pub topics: Topics,
     pub telemetry: TelemetryConfig,
@@ -89,6 +91,7 @@ impl Default for ProcessorConfig {
                 .into_owned(),
             idle_partition_timeout_ms: 30_000,
             session_timeout_ms: 30_000,
+            http: Default::default(),
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
             telemetry: TelemetryConfig::default(),

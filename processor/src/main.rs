@@ -61,10 +61,11 @@ async fn main() -> anyhow::Result<()> {
         return replay_late().await;
     }
     service::run("processor", ABOUT, |cfg: ProcessorConfig, svc| async move {
-        let http = tokio::spawn(ops::serve(
+        let http = tokio::spawn(ops::serve_with(
             cfg.listen.clone(),
             svc.ops_router(),
             svc.shutdown.clone(),
+            cfg.http.clone(),
         ));
         let Some(processor) = svc
             .until_shutdown(Processor::build(cfg))
