@@ -50,7 +50,9 @@ pub struct RollingWindow {
 /// `5m`, `1h`, `24h`, `7d` as milliseconds: whole minutes, by construction.
 fn window_length(s: &str) -> Result<i64, String> {
     let bad = || format!("{s:?} is not a length such as 5m, 1h or 7d");
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    // The unit is the last character, which need not be one byte long.
+    let unit_at = s.char_indices().next_back().map_or(0, |(i, _)| i);
+    let (n, unit) = s.split_at(unit_at);
     let n: i64 = n.parse().map_err(|_| bad())?;
     let unit_ms = match unit {
         "m" => MINUTE_MS,
@@ -271,6 +273,15 @@ mod tests {
             "5 m",
             "99999999999999999d",
         ] {
+            assert!(window_length(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_multibyte_last_character_is_refused_not_split() {
+        // Found by fuzz/ (aggregator_query): `windows=5%E2%82%AC` panicked
+        // slicing inside the character.
+        for bad in ["5€", "0\u{FFFD}", "€", "1hé"] {
             assert!(window_length(bad).is_err(), "{bad:?}");
         }
     }

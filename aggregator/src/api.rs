@@ -157,13 +157,29 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> Response {
     )
 }
 
-/// RFC 3339 or epoch milliseconds.
+/// The times RFC 3339 can write: 0000-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999Z, in epoch milliseconds.
+pub const TIME_RANGE_MS: std::ops::RangeInclusive<i64> = -62_167_219_200_000..=253_402_300_799_999;
+
+/// RFC 3339 or epoch milliseconds, within `TIME_RANGE_MS`. The bound keeps
+/// every time computed from a parsed one (whole hours, the end of a minute,
+/// a rolling window's start, a default range) far from i64 overflow: epoch
+/// milliseconds near `i64::MIN` or `MAX` overflowed them (found by `fuzz/`
+/// aggregator_query).
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
+    let ms = match s.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => weir_core::event::rfc3339_ms(s)
+            .map_err(|_| "must be RFC 3339 or epoch milliseconds".to_string())?,
+    };
+    if !TIME_RANGE_MS.contains(&ms) {
+        return Err(format!(
+            "must be RFC 3339 or epoch milliseconds from {} to {} (years 0000 to 9999)",
+            TIME_RANGE_MS.start(),
+            TIME_RANGE_MS.end()
+        ));
     }
-    weir_core::event::rfc3339_ms(s)
-        .map_err(|_| "must be RFC 3339 or epoch milliseconds".to_string())
+    Ok(ms)
 }
 
 /// A `name` parameter: an exact event name, or `prefix.*`. Returns the SQL
@@ -172,5 +188,38 @@ pub(crate) fn name_filter(name: &str) -> (&'static str, String) {
     match name.strip_suffix(".*") {
         Some(prefix) => ("startsWith(name, {name:String})", format!("{prefix}.")),
         None => ("name = {name:String}", name.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_bounded_to_what_rfc3339_writes() {
+        assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("-1"), Ok(-1));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
+        assert_eq!(
+            parse_time("0000-01-01T00:00:00Z"),
+            Ok(*TIME_RANGE_MS.start())
+        );
+        assert_eq!(
+            parse_time("9999-12-31T23:59:59.999Z"),
+            Ok(*TIME_RANGE_MS.end())
+        );
+        // Found by fuzz/ (aggregator_query): these overflowed the range
+        // arithmetic of /v1/metrics, /v1/metrics/rolling and active-users.
+        for bad in [
+            "-9223372036854775808",
+            "9223372036854775807",
+            "253402300800000",
+            "-62167219200001",
+            "9999-12-31T23:59:59-23:59",
+            "0000-01-01T00:00:00+23:59",
+            "yesterday",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
     }
 }
