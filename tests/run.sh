@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== supply chain: cargo deny (licenses, bans, sources; advisories when the database can be had)"
+tests/audit.sh
 echo "== build the stage binaries the end-to-end tests run"
 cargo build --workspace --bins --quiet
 echo "== ClickHouse HTTP server on chdb"

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod publisher;
 pub mod routes;
+pub mod strict_json;
 pub mod validate;
 pub mod wire;
 

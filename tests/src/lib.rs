@@ -12,3 +12,9 @@ pub use stack::{repo_root, Stack, Stage};
 /// The chaos run lives beside the tests it serves (`tests/chaos/`).
 #[path = "../chaos/mod.rs"]
 pub mod chaos;
+
+/// The soak profile (`src/bin/soak.rs`).
+pub mod soak;
+
+/// The hostile-traffic cases (`tests/tests/hostile_ingest.rs`).
+pub mod hostile;
