@@ -20,7 +20,7 @@ pub mod faults;
 pub mod load_client;
 pub mod report;
 
-use crate::load::{topic_keys, Lcg, READ_KEY, TENANT};
+use crate::load::{topic_keys, Lcg, RetryingProducer, READ_KEY, TENANT};
 use crate::Stack;
 use blackhole::Blackhole;
 use faults::{Cluster, Dealt};
@@ -179,12 +179,7 @@ async fn poison(
     n: usize,
     span: Duration,
 ) -> anyhow::Result<BTreeSet<String>> {
-    use weir_ingest::acked_producer::AckedProducer;
-    let mut cfg = weir_ingest::config::IngestConfig::default();
-    cfg.kafka.brokers = brokers;
-    cfg.delivery_timeout_ms = 10_000;
-    let config = weir_ingest::producer_config(&cfg);
-    let mut producer = AckedProducer::new(&config)?;
+    let mut producer = RetryingProducer::new(&brokers)?;
     let mut keys = BTreeSet::new();
     for k in 0..n {
         tokio::time::sleep(span.div_f64(n as f64 + 1.0)).await;
@@ -195,25 +190,13 @@ async fn poison(
             1 => vec![0, 0, 0, 0x27, 0x0f, 2, 4, 6],
             _ => vec![],
         };
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            let sent = producer
-                .send_all(
-                    "events.raw",
-                    std::iter::once((key.as_bytes(), payload.as_slice())),
-                    None,
-                    Duration::from_secs(10),
-                )
-                .await;
-            match sent {
-                Ok(()) => break,
-                Err(e) => {
-                    anyhow::ensure!(Instant::now() < deadline, "cannot write poison: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    producer = AckedProducer::new(&config)?;
-                }
-            }
-        }
+        producer
+            .send(
+                "events.raw",
+                &[(key.clone(), payload)],
+                Duration::from_secs(240),
+            )
+            .await?;
         keys.insert(key);
     }
     Ok(keys)

@@ -248,15 +248,59 @@ pub fn topic_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<Record>> 
     Ok(records)
 }
 
+/// A producer with ingest's settings that writes records until the broker
+/// acknowledges them, through broker restarts: after a failure it waits and
+/// starts a fresh producer. A retried record may land twice.
+pub struct RetryingProducer {
+    config: rdkafka::ClientConfig,
+    producer: weir_ingest::acked_producer::AckedProducer,
+}
+
+impl RetryingProducer {
+    pub fn new(brokers: &str) -> anyhow::Result<Self> {
+        let mut cfg = weir_ingest::config::IngestConfig::default();
+        cfg.kafka.brokers = brokers.to_string();
+        cfg.delivery_timeout_ms = 10_000;
+        let config = weir_ingest::producer_config(&cfg);
+        let producer = weir_ingest::acked_producer::AckedProducer::new(&config)?;
+        Ok(Self { config, producer })
+    }
+
+    /// Writes `records` (key, payload) to `topic`, retrying for up to `patience`.
+    pub async fn send(
+        &mut self,
+        topic: &str,
+        records: &[(String, Vec<u8>)],
+        patience: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let sent = self
+                .producer
+                .send_all(
+                    topic,
+                    records.iter().map(|(k, p)| (k.as_bytes(), p.as_slice())),
+                    None,
+                    Duration::from_secs(10),
+                )
+                .await;
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    anyhow::ensure!(Instant::now() < deadline, "cannot produce to {topic}: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    self.producer = weir_ingest::acked_producer::AckedProducer::new(&self.config)?;
+                }
+            }
+        }
+    }
+}
+
 /// Produces ingest-shaped JSON events straight to `events.raw`, encoded as
 /// ingest would, in chunks of 2,000, retrying through broker restarts with a
 /// fresh producer; a retried record may land twice, which is a duplicate id.
 pub async fn produce_raw(stack: &crate::Stack, codec: &weir_core::codec::Codec, events: &[Value]) {
-    use weir_ingest::acked_producer::AckedProducer;
-    let mut cfg = weir_ingest::config::IngestConfig::default();
-    cfg.kafka.brokers = stack.brokers();
-    cfg.delivery_timeout_ms = 10_000;
-    let mut producer = AckedProducer::new(&weir_ingest::producer_config(&cfg)).unwrap();
+    let mut producer = RetryingProducer::new(&stack.brokers()).unwrap();
     let limits = Default::default();
     for chunk in events.chunks(2_000) {
         let mut records = vec![];
@@ -269,24 +313,11 @@ pub async fn produce_raw(stack: &crate::Stack, codec: &weir_core::codec::Codec, 
                 codec.encode_event(&event).await.unwrap(),
             ));
         }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let sent = producer
-                .send_all(
-                    "events.raw",
-                    records.iter().map(|(k, p)| (k.as_bytes(), p.as_slice())),
-                    None,
-                    Duration::from_secs(10),
-                )
-                .await;
-            match sent {
-                Ok(()) => break,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "cannot produce: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    producer = AckedProducer::new(&weir_ingest::producer_config(&cfg)).unwrap();
-                }
-            }
+        if let Err(e) = producer
+            .send("events.raw", &records, Duration::from_secs(120))
+            .await
+        {
+            panic!("{e}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

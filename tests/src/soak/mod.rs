@@ -82,9 +82,8 @@ pub struct Args {
 /// Polls until ClickHouse and the query API both hold `expected` events, or
 /// `DRAIN_TIMEOUT` passes. Returns (events FINAL, /v1/metrics total_count, seconds).
 async fn drain(stack: &Stack, aggregator: &Stage, expected: u64) -> (u64, u64, f64) {
-    let started = Instant::now();
-    let mut last = (0, 0);
-    while started.elapsed() < DRAIN_TIMEOUT {
+    // (events FINAL, the API's total): what ClickHouse and the API hold now.
+    let counts = || async {
         let stored = stack
             .clickhouse_query("SELECT count() FROM events FINAL")
             .await
@@ -94,19 +93,17 @@ async fn drain(stack: &Stack, aggregator: &Stage, expected: u64) -> (u64, u64, f
         let queried = aggregator.query("/v1/metrics?name=shop.*").await.1["total_count"]
             .as_u64()
             .unwrap_or(0);
+        (stored, queried)
+    };
+    let started = Instant::now();
+    let mut last = (0, 0);
+    while started.elapsed() < DRAIN_TIMEOUT {
+        let (stored, queried) = counts().await;
         last = (stored, queried);
         if stored >= expected && queried >= expected {
             // One more read after a pause: a count still growing is a double count.
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let stored = stack
-                .clickhouse_query("SELECT count() FROM events FINAL")
-                .await
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let queried = aggregator.query("/v1/metrics?name=shop.*").await.1["total_count"]
-                .as_u64()
-                .unwrap_or(0);
+            let (stored, queried) = counts().await;
             return (stored, queried, started.elapsed().as_secs_f64());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
