@@ -7,13 +7,17 @@
 //! with `upto` below the committed offset. Because state is a function of the
 //! input prefix (see `partition`), a stale entry kept this way holds only true
 //! facts, and any entry it would contradict was written after it.
+//!
+//! Each state key is read from both of its slots (see `slots`), and the
+//! restored state remembers which slot holds each key's committed version.
 
 use crate::dedup::DedupStore;
 use crate::partition::{
     window_spec, PartitionState, StateRecord, StateValue, TimeRules, META_KEY, OWNER_KEY,
 };
+use crate::slots::Slot;
 use crate::watermark::Watermark;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error)]
 #[error("changelog entry {key:?} is unreadable: {reason}")]
@@ -53,13 +57,20 @@ pub fn restore_into(
     // its key (a producer's retry across a broker restart, or an aborted
     // batch of a former owner that a broker without transaction markers
     // shows), and taking it would roll that key back.
-    let mut latest: BTreeMap<String, (i64, Option<Vec<u8>>)> = BTreeMap::new();
+    // Records are read in offset order; each key has two slots (see `slots`).
+    let mut latest: BTreeMap<String, (i64, Slot, Option<Vec<u8>>)> = BTreeMap::new();
+    let mut newest_in_slot: HashMap<(String, Slot), bool> = HashMap::new();
     let mut rolled_back = 0u64;
-    for r in records.into_iter().filter(|r| r.upto < committed) {
-        match latest.get(&r.key) {
-            Some((upto, _)) if *upto > r.upto => rolled_back += 1,
+    for r in records {
+        let (key, slot) = Slot::parse(&r.key);
+        newest_in_slot.insert((key.to_string(), slot), r.value.is_some());
+        if r.upto >= committed {
+            continue;
+        }
+        match latest.get(key) {
+            Some((upto, ..)) if *upto > r.upto => rolled_back += 1,
             _ => {
-                latest.insert(r.key, (r.upto, r.value));
+                latest.insert(key.to_string(), (r.upto, slot, r.value));
             }
         }
     }
@@ -70,8 +81,17 @@ pub fn restore_into(
             "changelog records older than an earlier version of their key were ignored"
         );
     }
+    for (key, (_, slot, value)) in latest.iter().filter(|(k, _)| *k != OWNER_KEY) {
+        let other_holds_value = newest_in_slot
+            .get(&(key.clone(), slot.other()))
+            .copied()
+            .unwrap_or(false);
+        state
+            .slots
+            .restored(key, *slot, value.is_none(), other_holds_value);
+    }
     let mut max_event_time = None;
-    for (key, (_, value)) in latest {
+    for (key, (_, _, value)) in latest {
         let Some(bytes) = value else { continue };
         let value: StateValue = postcard::from_bytes(&bytes).map_err(|e| RestoreError {
             key: key.clone(),
@@ -253,6 +273,21 @@ mod tests {
         (rows, log, verdicts)
     }
 
+    /// What nisshi 0.7's compaction leaves: each changelog key's newest
+    /// record by offset, whether its transaction committed or not.
+    fn compact(log: &mut Vec<StateRecord>) {
+        let newest: std::collections::HashMap<String, usize> = log
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.key.clone(), i))
+            .collect();
+        let mut i = 0;
+        log.retain(|r| {
+            i += 1;
+            newest[&r.key] == i - 1
+        });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -290,6 +325,59 @@ mod tests {
             rows.extend(more);
             prop_assert_eq!(&verdicts[..], &clean_verdicts[start..]);
             prop_assert_eq!(sink(rows), sink(clean_rows));
+        }
+
+        /// nisshi 0.7 compacts the changelog (at every start and every 10
+        /// minutes) keeping each key's newest record by offset, even one of a
+        /// transaction that is still open or later aborts. Lives that commit
+        /// batches and die inside one (its records written, never committed),
+        /// with compaction at any point, open batches included: restore and
+        /// replay still end in exactly the sink state of a run that never
+        /// crashed, and the final restore has the live state's windows and
+        /// watermark.
+        #[test]
+        fn compaction_during_open_transactions_loses_nothing(
+            events in input(),
+            commits in prop::collection::vec(0usize..150, 0..12),
+            dies in prop::collection::vec(any::<bool>(), 0..8),
+            compacts in prop::collection::vec(any::<bool>(), 1..40),
+        ) {
+            let mut clean = PartitionState::new(0, rules());
+            let (clean_rows, _, _) = run(&mut clean, &events, 0, &commits);
+
+            let (mut log, mut rows) = (vec![], vec![]);
+            let mut committed: Option<i64> = None;
+            let mut state = PartitionState::new(0, rules());
+            let (mut dies, mut batch, mut i) = (dies.into_iter(), 0usize, 0usize);
+            while i < events.len() {
+                state.process(i as i64, &events[i]);
+                if commits.contains(&i) || i + 1 == events.len() {
+                    let d = state.drain();
+                    rows.extend(d.aggregates);
+                    rows.extend(d.extra_aggregates.into_iter().map(|(spec, mut r)| {
+                        r.name = format!("{spec}:{}", r.name);
+                        r
+                    }));
+                    log.extend(d.changelog);
+                    batch += 1;
+                    if compacts[batch % compacts.len()] {
+                        compact(&mut log); // while the batch is still open
+                    }
+                    if dies.next().unwrap_or(false) {
+                        state = restore(0, rules(), log.clone(), committed).unwrap();
+                        i = committed.unwrap_or(0) as usize;
+                        continue;
+                    }
+                    committed = Some(i as i64 + 1);
+                    state.changelog_committed();
+                }
+                i += 1;
+            }
+            prop_assert_eq!(sink(rows), sink(clean_rows));
+            compact(&mut log);
+            let restored = restore(0, rules(), log, committed).unwrap();
+            prop_assert_eq!(&restored.windows, &state.windows);
+            prop_assert_eq!(restored.watermark(), state.watermark());
         }
 
         /// Every accepted event is counted once; duplicates and late events never.

@@ -2,7 +2,8 @@
 //! under a watermark, dead-letters late ones, and emits window aggregates, all
 //! inside Kafka transactions (or in the `ordered` fallback).
 //!
-//! The pure core (`window`, `watermark`, `dedup`, `partition`, `changelog`)
+//! The pure core (`window`, `watermark`, `dedup`, `partition`, `changelog`,
+//! `slots`)
 //! knows nothing of Kafka; the shell (`runtime`, `sink`, `restore`) does the
 //! I/O. `replay` is the `replay-late` command.
 
@@ -14,6 +15,7 @@ pub mod replay;
 pub mod restore;
 pub mod runtime;
 pub mod sink;
+pub mod slots;
 pub mod spill;
 pub mod watermark;
 pub mod window;

@@ -7,6 +7,7 @@
 //! often, and in whatever batches, offsets up to `o` are processed.
 
 use crate::dedup::{dedup_key, DedupStore};
+use crate::slots::ChangelogSlots;
 use crate::watermark::Watermark;
 use crate::window::{Window, WindowAssigner};
 use serde::{Deserialize, Serialize};
@@ -104,6 +105,8 @@ pub struct PartitionState {
     /// Dedup segments already in the changelog: first offset → max event time.
     pub(crate) segments: BTreeMap<i64, i64>,
     pub(crate) last_offset: Option<i64>,
+    /// Which changelog key each state key's next version goes under.
+    pub(crate) slots: ChangelogSlots,
     dirty: BTreeSet<(usize, i64)>,
     closed: Vec<(usize, i64)>,
     finals: Vec<(usize, WindowAggregate)>,
@@ -122,6 +125,7 @@ impl PartitionState {
             rules,
             segments: BTreeMap::new(),
             last_offset: None,
+            slots: ChangelogSlots::default(),
             dirty: BTreeSet::new(),
             closed: Vec::new(),
             finals: Vec::new(),
@@ -159,6 +163,14 @@ impl PartitionState {
 
     pub fn open_windows(&self) -> usize {
         self.windows.iter().map(BTreeMap::len).sum()
+    }
+
+    /// The primary spec's open windows: (start, events counted).
+    pub fn open_window_counts(&self) -> Vec<(i64, i64)> {
+        self.windows[0]
+            .iter()
+            .map(|(&start, w)| (start, w.keys.values().map(|k| k.count).sum()))
+            .collect()
     }
 
     /// Processes the event at `offset`. Offsets must increase.
@@ -304,7 +316,16 @@ impl PartitionState {
             };
             out.changelog.push(record(META_KEY.to_string(), Some(meta)));
         }
+        out.changelog = self.slots.place(out.changelog);
         out
+    }
+
+    /// The batch drained last is committed: its changelog records are now
+    /// the versions a restore finds, so the next ones go to the other slots.
+    /// (A batch that fails is never followed by another drain: the state is
+    /// dropped and restored from the changelog.)
+    pub fn changelog_committed(&mut self) {
+        self.slots.commit();
     }
 }
 

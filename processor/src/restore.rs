@@ -1,17 +1,36 @@
-//! Reads one partition of the `processor.state` changelog.
+//! The `processor.state` changelog in Kafka: the record of each entry, and
+//! reading one partition back.
 //!
 //! It reads uncommitted records too and lets `changelog::restore` decide by
 //! their `upto` header: that never stalls behind a transaction left open by a
 //! crashed instance, and aborted records are filtered either way.
 
 use crate::partition::StateRecord;
+use crate::sink::OutRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use weir_core::kafka::{header_str, KafkaConfig};
 
 pub const UPTO_HEADER: &str = "weir-upto";
+
+/// The Kafka record of changelog entry `r` of input partition `p`: in
+/// partition `p`, keyed `<p>/<key>`, with `upto` in a header.
+pub fn state_record(topic: &str, p: i32, r: StateRecord) -> OutRecord {
+    let upto = r.upto.to_string();
+    OutRecord {
+        topic: topic.to_string(),
+        partition: Some(p),
+        key: format!("{p}/{}", r.key).into_bytes(),
+        payload: r.value,
+        headers: OwnedHeaders::new().insert(Header {
+            key: UPTO_HEADER,
+            value: Some(&upto),
+        }),
+    }
+}
 
 /// Reads every record of `topic`/`partition` whose key starts with `prefix`.
 pub fn read_partition(

@@ -9,7 +9,7 @@ use crate::changelog;
 use crate::config::ProcessorConfig;
 use crate::dedup::DedupStore;
 use crate::partition::{PartitionState, StateRecord, TimeRules, Verdict};
-use crate::restore::{self, UPTO_HEADER};
+use crate::restore::{self, state_record};
 use crate::sink::{Mode, OutRecord, OutputSink};
 use crate::spill::RedbColdStore;
 use crate::watermark;
@@ -416,6 +416,9 @@ impl Processor {
                 .await?;
         }
         self.sink.commit(&self.consumer, &offsets).await?;
+        for part in self.parts.values_mut() {
+            part.state.changelog_committed();
+        }
         self.batch_len = 0;
         metrics::counter!("weir_processor_commits_total").increment(1);
         metrics::histogram!("weir_processor_commit_seconds")
@@ -494,7 +497,7 @@ impl Processor {
         };
         let secs = started.elapsed().as_secs_f64();
         metrics::histogram!("weir_processor_restore_seconds").record(secs);
-        tracing::info!(partition = p, committed = ?committed, changelog_records = n, dedup_keys = state.dedup_len(), open_windows = state.open_windows(), seconds = secs, "partition state restored");
+        tracing::info!(partition = p, committed = ?committed, changelog_records = n, dedup_keys = state.dedup_len(), open_windows = state.open_windows(), counted_in_open_windows = state.open_window_counts().iter().map(|w| w.1).sum::<i64>(), seconds = secs, "partition state restored");
         Ok(Part {
             state,
             next,
@@ -592,16 +595,6 @@ fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header {
         key,
         value: Some(value),
-    }
-}
-
-fn state_record(topic: &str, p: i32, r: StateRecord) -> OutRecord {
-    OutRecord {
-        topic: topic.to_string(),
-        partition: Some(p),
-        key: format!("{p}/{}", r.key).into_bytes(),
-        payload: r.value,
-        headers: OwnedHeaders::new().insert(header(UPTO_HEADER, &r.upto.to_string())),
     }
 }
 

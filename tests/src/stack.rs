@@ -121,6 +121,45 @@ impl Drop for Proc {
     }
 }
 
+/// A Kafka broker (nisshi) alone, for tests of one stage's Kafka I/O.
+pub struct Broker {
+    pub dir: tempfile::TempDir,
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Broker {
+    pub async fn start() -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("weir-broker-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let cmd = vec![
+            repo_root()
+                .join("deploy/local/part.sh")
+                .display()
+                .to_string(),
+            "kafka".into(),
+            port.to_string(),
+            dir.path().join("kafka").display().to_string(),
+        ];
+        let proc = Proc::spawn("kafka", cmd, vec![], dir.path().join("kafka.log"));
+        wait_tcp(port, &proc).await;
+        Broker { dir, proc, port }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9, then start again on the same data and wait for the port.
+    pub async fn kill9_and_restart(&mut self) {
+        self.proc.restart();
+        wait_tcp(self.port, &self.proc).await;
+    }
+}
+
 /// One of weir's stages, with its HTTP port.
 pub struct Stage {
     pub proc: Proc,

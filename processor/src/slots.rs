@@ -1,0 +1,220 @@
+//! Which changelog key each new version of a state key is written under.
+//!
+//! Every state key has two changelog keys, its slots: `<key>` (slot 0, the
+//! key as it was before slots existed) and `<key>#1`. A new version always
+//! goes to the slot that does *not* hold the key's last committed version.
+//!
+//! Why: compaction keeps the newest record of each changelog key by offset,
+//! and nisshi 0.7 compacts without regard for transactions (on every start
+//! and every 10 minutes). With one key per state key, a version inside a
+//! transaction that is still open replaces the committed version; if that
+//! transaction then aborts (the broker was killed under it), the committed
+//! version is gone and a restore silently starts that window or dedup segment
+//! over. With two slots, the newest record of the committed version's slot is
+//! that version until a newer one has committed in the other slot, so
+//! whatever compaction removes is never the last committed version.
+//!
+//! Deleting a key writes a tombstone to the free slot. Once that commits, the
+//! other slot still holds the older value, so the next batch tombstones that
+//! slot too, and the key is forgotten.
+
+use crate::partition::StateRecord;
+use std::collections::HashMap;
+
+const SLOT_1_SUFFIX: &str = "#1";
+
+/// One of a state key's two changelog keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Zero,
+    One,
+}
+
+impl Slot {
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Zero => Slot::One,
+            Slot::One => Slot::Zero,
+        }
+    }
+
+    /// The changelog key of `key` in this slot.
+    pub fn key(self, key: &str) -> String {
+        match self {
+            Slot::Zero => key.to_string(),
+            Slot::One => format!("{key}{SLOT_1_SUFFIX}"),
+        }
+    }
+
+    /// The state key and slot of a changelog key.
+    pub fn parse(changelog_key: &str) -> (&str, Slot) {
+        match changelog_key.strip_suffix(SLOT_1_SUFFIX) {
+            Some(key) => (key, Slot::One),
+            None => (changelog_key, Slot::Zero),
+        }
+    }
+}
+
+/// The last committed version of a key: its slot, and whether it is a
+/// tombstone (then the other slot still holds an older value to clear).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    slot: Slot,
+    tombstone: bool,
+}
+
+/// Where each state key's last committed version sits, and what the batch
+/// being written will change once it commits.
+#[derive(Debug, Default)]
+pub struct ChangelogSlots {
+    committed: HashMap<String, Committed>,
+    /// The batch in flight: state key → (slot, tombstone), last write wins.
+    pending: HashMap<String, (Slot, bool)>,
+}
+
+impl ChangelogSlots {
+    /// Notes that a restore found `key`'s last committed version in `slot`.
+    /// `stale_other` says the other slot's newest record holds a value, which
+    /// matters only under a tombstone: that value must be cleared.
+    pub fn restored(&mut self, key: &str, slot: Slot, tombstone: bool, stale_other: bool) {
+        if tombstone && !stale_other {
+            return; // both slots are empty of values: nothing to remember
+        }
+        self.committed
+            .insert(key.to_string(), Committed { slot, tombstone });
+    }
+
+    /// Moves a batch's records to their slots' changelog keys, and adds a
+    /// tombstone for the older slot of every key deleted by an earlier commit.
+    pub fn place(&mut self, records: Vec<StateRecord>) -> Vec<StateRecord> {
+        let Some(upto) = records.iter().map(|r| r.upto).max() else {
+            return records;
+        };
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let slot = self
+                .committed
+                .get(&r.key)
+                .map_or(Slot::Zero, |c| c.slot.other());
+            self.pending
+                .insert(r.key.clone(), (slot, r.value.is_none()));
+            out.push(StateRecord {
+                key: slot.key(&r.key),
+                ..r
+            });
+        }
+        let clears: Vec<(String, Slot)> = self
+            .committed
+            .iter()
+            .filter(|(key, c)| c.tombstone && !self.pending.contains_key(*key))
+            .map(|(key, c)| (key.clone(), c.slot.other()))
+            .collect();
+        for (key, slot) in clears {
+            out.push(StateRecord {
+                key: slot.key(&key),
+                value: None,
+                upto,
+            });
+            self.pending.insert(key, (slot, true));
+        }
+        out
+    }
+
+    /// The batch placed last has committed.
+    pub fn commit(&mut self) {
+        for (key, (slot, tombstone)) in self.pending.drain() {
+            let before = self.committed.get(&key).copied();
+            match (tombstone, before) {
+                (false, _) => {
+                    self.committed.insert(
+                        key,
+                        Committed {
+                            slot,
+                            tombstone: false,
+                        },
+                    );
+                }
+                // The other slot holds the value this tombstone deletes.
+                (
+                    true,
+                    Some(Committed {
+                        tombstone: false, ..
+                    }),
+                ) => {
+                    self.committed.insert(
+                        key,
+                        Committed {
+                            slot,
+                            tombstone: true,
+                        },
+                    );
+                }
+                // Both slots now end in a tombstone (or were never written).
+                (true, _) => {
+                    self.committed.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// How many keys are remembered (for tests and gauges).
+    pub fn len(&self) -> usize {
+        self.committed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.committed.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, value: Option<u8>, upto: i64) -> StateRecord {
+        StateRecord {
+            key: key.into(),
+            value: value.map(|v| vec![v]),
+            upto,
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_and_slot_zero_is_the_bare_key() {
+        for key in ["meta", "win/60000", "win2/0", "dedup/17"] {
+            assert_eq!(Slot::Zero.key(key), key);
+            assert_eq!(Slot::parse(&Slot::Zero.key(key)), (key, Slot::Zero));
+            assert_eq!(Slot::parse(&Slot::One.key(key)), (key, Slot::One));
+        }
+    }
+
+    #[test]
+    fn versions_alternate_only_after_a_commit() {
+        let mut s = ChangelogSlots::default();
+        let placed = s.place(vec![rec("w", Some(1), 5)]);
+        assert_eq!(placed[0].key, "w");
+        // Not committed (aborted): the retry goes to the same slot.
+        s.pending.clear();
+        assert_eq!(s.place(vec![rec("w", Some(1), 5)])[0].key, "w");
+        s.commit();
+        assert_eq!(s.place(vec![rec("w", Some(2), 9)])[0].key, "w#1");
+        s.commit();
+        assert_eq!(s.place(vec![rec("w", Some(3), 12)])[0].key, "w");
+    }
+
+    #[test]
+    fn a_deleted_key_is_cleared_from_its_older_slot_by_the_next_batch() {
+        let mut s = ChangelogSlots::default();
+        s.place(vec![rec("w", Some(1), 5)]);
+        s.commit();
+        let placed = s.place(vec![rec("w", None, 9)]);
+        assert_eq!(placed, vec![rec("w#1", None, 9)]);
+        s.commit();
+        let placed = s.place(vec![rec("meta", Some(0), 12)]);
+        assert_eq!(placed, vec![rec("meta", Some(0), 12), rec("w", None, 12)]);
+        s.commit();
+        assert_eq!(s.len(), 1, "only meta is remembered: {s:?}");
+        // An empty batch writes nothing, clears included.
+        assert!(s.place(vec![]).is_empty());
+    }
+}

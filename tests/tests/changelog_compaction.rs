@@ -1,0 +1,206 @@
+//! The processor's changelog on a real broker that compacts without regard
+//! for transactions. nisshi 0.7 compacts at every start, keeping each key's
+//! newest record by offset, even one inside a transaction that is still open.
+//! A broker killed while the processor's commit is in flight therefore
+//! deletes the committed version of every state key that commit rewrote; the
+//! chaos run lost one minute's counts of two partitions that way. Each state
+//! key now has two changelog slots (processor/src/slots.rs), and this test
+//! replays that crash on the real broker.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+use weir_core::kafka::KafkaConfig;
+use weir_core::topics::{ensure_topics, TopicSpec};
+use weir_processor::partition::{PartitionState, TimeRules};
+use weir_processor::restore::{read_partition, state_record};
+use weir_processor::window::WindowAssigner;
+use weir_tests::stack::Broker;
+
+const STATE: &str = "processor.state";
+/// The same writes under one key per state key, as before the slots: what
+/// the broker does to it shows the crash really hit an open transaction.
+const UNSLOTTED: &str = "unslotted.state";
+const MINUTE: i64 = 60_000;
+
+fn rules() -> TimeRules {
+    TimeRules {
+        assigner: WindowAssigner::tumbling(MINUTE),
+        extra: vec![],
+        out_of_orderness_ms: 5_000,
+        allowed_lateness_ms: MINUTE,
+        dedup_horizon_ms: 10 * MINUTE,
+    }
+}
+
+fn process(state: &mut PartitionState, offsets: std::ops::Range<i64>, base: i64) {
+    for o in offsets {
+        let ts = base + o * 100;
+        let v = serde_json::json!({"event_id": format!("e{o}"), "name": "shop.view", "user_id": format!("u{}", o % 7), "timestamp": ts});
+        let event = weir_ingest::validate::to_event(&v, ts, "t", &Default::default())
+            .expect("a valid event");
+        state.process(o, &event);
+    }
+}
+
+/// Writes a batch's changelog, slotted to `STATE` and unslotted to
+/// `UNSLOTTED`, in the producer's open transaction; returns once the broker
+/// has every record.
+async fn write_batch(producer: &FutureProducer, state: &mut PartitionState) {
+    let changelog = state.drain().changelog;
+    assert!(!changelog.is_empty(), "the batch changed state");
+    for r in changelog {
+        let unslotted = weir_processor::partition::StateRecord {
+            key: weir_processor::slots::Slot::parse(&r.key).0.to_string(),
+            ..r.clone()
+        };
+        for (topic, r) in [(STATE, r), (UNSLOTTED, unslotted)] {
+            let out = state_record(topic, 0, r);
+            let mut record = FutureRecord::to(&out.topic)
+                .partition(0)
+                .key(&out.key)
+                .headers(out.headers.clone());
+            if let Some(p) = &out.payload {
+                record = record.payload(p);
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("the broker takes the record");
+        }
+    }
+}
+
+/// Every record of `topic`/0, uncommitted ones included, as (key, has value).
+fn read_all(brokers: &str, topic: &str) -> Vec<(String, bool)> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "weir-test-reader")
+        .set("isolation.level", "read_uncommitted")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("offset");
+    consumer.assign(&tpl).expect("assign");
+    let (mut out, deadline) = (vec![], Instant::now() + Duration::from_secs(20));
+    while Instant::now() < deadline {
+        let position = consumer.position().expect("position");
+        if matches!(position.elements()[0].offset(), Offset::Offset(o) if o >= high) {
+            break;
+        }
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.expect("a record");
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            out.push((key, m.payload().is_some()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_state_survives_a_broker_that_compacts_an_open_transaction() {
+    let mut broker = Broker::start().await;
+    let kafka = KafkaConfig {
+        brokers: broker.brokers(),
+        ..KafkaConfig::default()
+    };
+    let topics = [STATE, UNSLOTTED].map(|name| TopicSpec {
+        name,
+        partitions: 1,
+        compacted: true,
+    });
+    ensure_topics(&kafka, &topics).await.expect("topics");
+    let producer: FutureProducer = kafka
+        .client_config(&[
+            ("transactional.id", "weir-test-changelog"),
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+        ])
+        .create()
+        .expect("producer");
+    let txn = Duration::from_secs(30);
+    tokio::task::block_in_place(|| producer.init_transactions(txn)).expect("transactions");
+
+    // Two minutes of events, committed in three batches: the first minute's
+    // window is rewritten by each, the meta key too.
+    let base = 1_700_000_000_000 / MINUTE * MINUTE;
+    let mut state = PartitionState::new(0, rules());
+    for batch in [0..200, 200..400, 400..700] {
+        process(&mut state, batch, base);
+        producer.begin_transaction().expect("begin");
+        write_batch(&producer, &mut state).await;
+        tokio::task::block_in_place(|| producer.commit_transaction(txn)).expect("commit");
+        state.changelog_committed();
+    }
+    let committed = 700;
+    assert_eq!(state.open_windows(), 2, "both minutes are open");
+
+    // The next commit is in flight, its records written, when the broker dies.
+    process(&mut state, 700..800, base);
+    producer.begin_transaction().expect("begin");
+    write_batch(&producer, &mut state).await;
+    broker.kill9_and_restart().await;
+    drop(producer);
+
+    // On start the broker compacts: wait until no key has two records.
+    let brokers = broker.brokers();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = brokers.clone();
+        let unslotted = tokio::task::spawn_blocking(move || read_all(&b, UNSLOTTED))
+            .await
+            .unwrap();
+        let keys: std::collections::BTreeSet<&String> = unslotted.iter().map(|(k, _)| k).collect();
+        if unslotted.len() == keys.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not compact on restart: {} records, {} keys (if nisshi's \
+             compaction changed, revisit processor/src/slots.rs)",
+            unslotted.len(),
+            keys.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // What a processor restoring the partition now would read.
+    let restore = |topic: &'static str| {
+        let kafka = kafka.clone();
+        async move {
+            let records =
+                tokio::task::spawn_blocking(move || read_partition(&kafka, topic, 0, "0/"))
+                    .await
+                    .unwrap()
+                    .expect("the changelog reads back");
+            weir_processor::changelog::restore(0, rules(), records, Some(committed))
+                .expect("the changelog restores")
+        }
+    };
+    let mut expected = PartitionState::new(0, rules());
+    process(&mut expected, 0..committed, base);
+    let restored = restore(STATE).await;
+    assert_eq!(
+        restored.open_window_counts(),
+        expected.open_window_counts(),
+        "every open window restored with its committed count"
+    );
+    assert_eq!(restored.watermark(), expected.watermark());
+    assert_eq!(restored.dedup_len(), expected.dedup_len());
+
+    // Without slots, the same crash loses the rewritten window.
+    let unslotted = restore(UNSLOTTED).await;
+    assert_ne!(
+        unslotted.open_window_counts(),
+        expected.open_window_counts(),
+        "the unslotted copy kept every window, so compaction did not hit the open transaction"
+    );
+}
