@@ -16,7 +16,7 @@ use crate::watermark;
 use crate::window::WindowAssigner;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -534,15 +534,8 @@ impl Processor {
         }
         let claim = changelog::owner_record(me, committed.map_or(-1, |c| c - 1));
         let record = state_record(&self.cfg.topics.state, p, claim);
-        let mut out = FutureRecord::to(&record.topic)
-            .partition(p)
-            .key(&record.key)
-            .headers(record.headers.clone());
-        if let Some(v) = &record.payload {
-            out = out.payload(v);
-        }
         self.claims
-            .send(out, Duration::from_secs(30))
+            .send(record.to_future_record(), Duration::from_secs(30))
             .await
             .map_err(|(e, _)| anyhow::anyhow!("recording the owner of partition {p}: {e}"))?;
         Ok(())

@@ -42,6 +42,22 @@ pub struct OutRecord {
     pub headers: OwnedHeaders,
 }
 
+impl OutRecord {
+    /// The record as rdkafka sends it (no payload: a tombstone).
+    pub fn to_future_record(&self) -> FutureRecord<'_, Vec<u8>, Vec<u8>> {
+        let mut rec = FutureRecord::to(&self.topic)
+            .key(&self.key)
+            .headers(self.headers.clone());
+        if let Some(p) = &self.payload {
+            rec = rec.payload(p);
+        }
+        if let Some(p) = self.partition {
+            rec = rec.partition(p);
+        }
+        rec
+    }
+}
+
 pub struct OutputSink {
     producer: FutureProducer,
     mode: Mode,
@@ -207,16 +223,7 @@ impl OutputSink {
 
     async fn enqueue(&self, r: &OutRecord) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
         loop {
-            let mut rec = FutureRecord::to(&r.topic)
-                .key(&r.key)
-                .headers(r.headers.clone());
-            if let Some(p) = &r.payload {
-                rec = rec.payload(p);
-            }
-            if let Some(p) = r.partition {
-                rec = rec.partition(p);
-            }
-            match self.producer.send_result(rec) {
+            match self.producer.send_result(r.to_future_record()) {
                 Ok(f) => return Ok(f),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;

@@ -335,13 +335,16 @@ impl Stack {
         }
     }
 
-    /// Runs a query on ClickHouse and returns the TSV answer, trimmed.
+    /// Runs a query on ClickHouse and returns the TSV answer, trimmed. A
+    /// server killed mid-query (the chaos run does that) is an error after
+    /// 60 s, never a hang.
     pub async fn clickhouse_query(&self, sql: &str) -> anyhow::Result<String> {
         let resp = reqwest::Client::new()
             .post(format!(
                 "http://127.0.0.1:{}/?database=weir",
                 self.clickhouse_port
             ))
+            .timeout(Duration::from_secs(60))
             .body(sql.to_string())
             .send()
             .await?;

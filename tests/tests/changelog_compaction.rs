@@ -9,7 +9,7 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use weir_core::kafka::KafkaConfig;
@@ -58,15 +58,8 @@ async fn write_batch(producer: &FutureProducer, state: &mut PartitionState) {
         };
         for (topic, r) in [(STATE, r), (UNSLOTTED, unslotted)] {
             let out = state_record(topic, 0, r);
-            let mut record = FutureRecord::to(&out.topic)
-                .partition(0)
-                .key(&out.key)
-                .headers(out.headers.clone());
-            if let Some(p) = &out.payload {
-                record = record.payload(p);
-            }
             producer
-                .send(record, Duration::from_secs(10))
+                .send(out.to_future_record(), Duration::from_secs(10))
                 .await
                 .map_err(|(e, _)| e)
                 .expect("the broker takes the record");

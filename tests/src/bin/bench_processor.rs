@@ -273,23 +273,14 @@ async fn restore_1m(stack: &Stack) -> anyhow::Result<(usize, f64)> {
         state.process(i, &e);
         if (i + 1) % 5_000 == 0 {
             for r in state.drain().changelog {
-                records.push((format!("0/{}", r.key), r.value, r.upto));
+                records.push(weir_processor::restore::state_record("bench.state", 0, r));
             }
+            state.changelog_committed();
         }
     }
-    let sends = records.iter().map(|(key, value, upto)| {
-        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-            key: weir_processor::restore::UPTO_HEADER,
-            value: Some(&upto.to_string()),
-        });
-        let mut record = rdkafka::producer::FutureRecord::to("bench.state")
-            .key(key.as_str())
-            .headers(headers);
-        if let Some(v) = value {
-            record = record.payload(v.as_slice()); // none: a tombstone
-        }
-        producer.send(record, Duration::from_secs(60))
-    });
+    let sends = records
+        .iter()
+        .map(|out| producer.send(out.to_future_record(), Duration::from_secs(60)));
     for r in futures::future::join_all(sends).await {
         r.map_err(|(e, _)| anyhow::anyhow!("writing the changelog: {e}"))?;
     }
