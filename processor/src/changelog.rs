@@ -17,7 +17,7 @@ use crate::partition::{
 };
 use crate::slots::Slot;
 use crate::watermark::Watermark;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 #[error("changelog entry {key:?} is unreadable: {reason}")]
@@ -56,22 +56,27 @@ pub fn restore_into(
     // the last one in the log: a record can land after a newer version of
     // its key (a producer's retry across a broker restart, or an aborted
     // batch of a former owner that a broker without transaction markers
-    // shows), and taking it would roll that key back.
-    // Records are read in offset order; each key has two slots (see `slots`).
-    let mut latest: BTreeMap<String, (i64, Slot, Option<Vec<u8>>)> = BTreeMap::new();
-    let mut newest_in_slot: HashMap<(String, Slot), bool> = HashMap::new();
+    // shows), and taking it would roll that key back. Records are read in
+    // offset order; each key has two slots (see `slots`).
+    #[derive(Default)]
+    struct KeyLog {
+        /// The version kept: (upto, slot, value).
+        pick: Option<(i64, Slot, Option<Vec<u8>>)>,
+        /// Whether each slot's newest record holds a value.
+        newest_holds_value: [bool; 2],
+    }
+    let mut keys: BTreeMap<String, KeyLog> = BTreeMap::new();
     let mut rolled_back = 0u64;
     for r in records {
         let (key, slot) = Slot::parse(&r.key);
-        newest_in_slot.insert((key.to_string(), slot), r.value.is_some());
+        let log = keys.entry(key.to_string()).or_default();
+        log.newest_holds_value[slot as usize] = r.value.is_some();
         if r.upto >= committed {
             continue;
         }
-        match latest.get(key) {
+        match &log.pick {
             Some((upto, ..)) if *upto > r.upto => rolled_back += 1,
-            _ => {
-                latest.insert(key.to_string(), (r.upto, slot, r.value));
-            }
+            _ => log.pick = Some((r.upto, slot, r.value)),
         }
     }
     if rolled_back > 0 {
@@ -81,17 +86,17 @@ pub fn restore_into(
             "changelog records older than an earlier version of their key were ignored"
         );
     }
-    for (key, (_, slot, value)) in latest.iter().filter(|(k, _)| *k != OWNER_KEY) {
-        let other_holds_value = newest_in_slot
-            .get(&(key.clone(), slot.other()))
-            .copied()
-            .unwrap_or(false);
-        state
-            .slots
-            .restored(key, *slot, value.is_none(), other_holds_value);
-    }
     let mut max_event_time = None;
-    for (key, (_, _, value)) in latest {
+    for (key, log) in keys {
+        let Some((_, slot, value)) = log.pick else {
+            continue; // never committed
+        };
+        if key != OWNER_KEY {
+            let other_holds_value = log.newest_holds_value[slot.other() as usize];
+            state
+                .slots
+                .restored(&key, slot, value.is_none(), other_holds_value);
+        }
         let Some(bytes) = value else { continue };
         let value: StateValue = postcard::from_bytes(&bytes).map_err(|e| RestoreError {
             key: key.clone(),
@@ -260,17 +265,26 @@ mod tests {
         for (i, e) in events.iter().enumerate().skip(from) {
             verdicts.push(state.process(i as i64, e));
             if commits.contains(&i) || i + 1 == events.len() {
-                let d = state.drain();
-                rows.extend(d.aggregates);
-                // Extra specs' rows, told apart by a `<spec>:` name prefix.
-                rows.extend(d.extra_aggregates.into_iter().map(|(spec, mut r)| {
-                    r.name = format!("{spec}:{}", r.name);
-                    r
-                }));
-                log.extend(d.changelog);
+                drain_into(state, &mut rows, &mut log);
             }
         }
         (rows, log, verdicts)
+    }
+
+    /// A commit: drains `state`, its rows into `rows` (extra specs' rows
+    /// told apart by a `<spec>:` name prefix), its changelog into `log`.
+    fn drain_into(
+        state: &mut PartitionState,
+        rows: &mut Vec<WindowAggregate>,
+        log: &mut Vec<StateRecord>,
+    ) {
+        let d = state.drain();
+        rows.extend(d.aggregates);
+        rows.extend(d.extra_aggregates.into_iter().map(|(spec, mut r)| {
+            r.name = format!("{spec}:{}", r.name);
+            r
+        }));
+        log.extend(d.changelog);
     }
 
     /// What nisshi 0.7's compaction leaves: each changelog key's newest
@@ -352,13 +366,7 @@ mod tests {
             while i < events.len() {
                 state.process(i as i64, &events[i]);
                 if commits.contains(&i) || i + 1 == events.len() {
-                    let d = state.drain();
-                    rows.extend(d.aggregates);
-                    rows.extend(d.extra_aggregates.into_iter().map(|(spec, mut r)| {
-                        r.name = format!("{spec}:{}", r.name);
-                        r
-                    }));
-                    log.extend(d.changelog);
+                    drain_into(&mut state, &mut rows, &mut log);
                     batch += 1;
                     if compacts[batch % compacts.len()] {
                         compact(&mut log); // while the batch is still open

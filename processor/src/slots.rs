@@ -24,10 +24,10 @@ use std::collections::HashMap;
 const SLOT_1_SUFFIX: &str = "#1";
 
 /// One of a state key's two changelog keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
-    Zero,
-    One,
+    Zero = 0,
+    One = 1,
 }
 
 impl Slot {
@@ -156,15 +156,6 @@ impl ChangelogSlots {
             }
         }
     }
-
-    /// How many keys are remembered (for tests and gauges).
-    pub fn len(&self) -> usize {
-        self.committed.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.committed.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -213,7 +204,7 @@ mod tests {
         let placed = s.place(vec![rec("meta", Some(0), 12)]);
         assert_eq!(placed, vec![rec("meta", Some(0), 12), rec("w", None, 12)]);
         s.commit();
-        assert_eq!(s.len(), 1, "only meta is remembered: {s:?}");
+        assert_eq!(s.committed.len(), 1, "only meta is remembered: {s:?}");
         // An empty batch writes nothing, clears included.
         assert!(s.place(vec![]).is_empty());
     }

@@ -7,14 +7,11 @@
 //! key now has two changelog slots (processor/src/slots.rs), and this test
 //! replays that crash on the real broker.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
 use weir_core::kafka::KafkaConfig;
 use weir_core::topics::{ensure_topics, TopicSpec};
-use weir_processor::partition::{PartitionState, TimeRules};
+use weir_processor::partition::{PartitionState, StateRecord, TimeRules};
 use weir_processor::restore::{read_partition, state_record};
 use weir_processor::window::WindowAssigner;
 use weir_tests::stack::Broker;
@@ -52,7 +49,7 @@ async fn write_batch(producer: &FutureProducer, state: &mut PartitionState) {
     let changelog = state.drain().changelog;
     assert!(!changelog.is_empty(), "the batch changed state");
     for r in changelog {
-        let unslotted = weir_processor::partition::StateRecord {
+        let unslotted = StateRecord {
             key: weir_processor::slots::Slot::parse(&r.key).0.to_string(),
             ..r.clone()
         };
@@ -67,35 +64,14 @@ async fn write_batch(producer: &FutureProducer, state: &mut PartitionState) {
     }
 }
 
-/// Every record of `topic`/0, uncommitted ones included, as (key, has value).
-fn read_all(brokers: &str, topic: &str) -> Vec<(String, bool)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "weir-test-reader")
-        .set("isolation.level", "read_uncommitted")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let (_, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .expect("watermarks");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .expect("offset");
-    consumer.assign(&tpl).expect("assign");
-    let (mut out, deadline) = (vec![], Instant::now() + Duration::from_secs(20));
-    while Instant::now() < deadline {
-        let position = consumer.position().expect("position");
-        if matches!(position.elements()[0].offset(), Offset::Offset(o) if o >= high) {
-            break;
-        }
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.expect("a record");
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            out.push((key, m.payload().is_some()));
-        }
-    }
-    out
+/// Every record of `topic`/0 as the processor's restore reads it,
+/// uncommitted ones included.
+async fn read(kafka: &KafkaConfig, topic: &'static str) -> Vec<StateRecord> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || read_partition(&kafka, topic, 0, "0/"))
+        .await
+        .unwrap()
+        .expect("the changelog reads back")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,14 +120,10 @@ async fn committed_state_survives_a_broker_that_compacts_an_open_transaction() {
     drop(producer);
 
     // On start the broker compacts: wait until no key has two records.
-    let brokers = broker.brokers();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let b = brokers.clone();
-        let unslotted = tokio::task::spawn_blocking(move || read_all(&b, UNSLOTTED))
-            .await
-            .unwrap();
-        let keys: std::collections::BTreeSet<&String> = unslotted.iter().map(|(k, _)| k).collect();
+        let unslotted = read(&kafka, UNSLOTTED).await;
+        let keys: std::collections::BTreeSet<&String> = unslotted.iter().map(|r| &r.key).collect();
         if unslotted.len() == keys.len() {
             break;
         }
@@ -169,13 +141,13 @@ async fn committed_state_survives_a_broker_that_compacts_an_open_transaction() {
     let restore = |topic: &'static str| {
         let kafka = kafka.clone();
         async move {
-            let records =
-                tokio::task::spawn_blocking(move || read_partition(&kafka, topic, 0, "0/"))
-                    .await
-                    .unwrap()
-                    .expect("the changelog reads back");
-            weir_processor::changelog::restore(0, rules(), records, Some(committed))
-                .expect("the changelog restores")
+            weir_processor::changelog::restore(
+                0,
+                rules(),
+                read(&kafka, topic).await,
+                Some(committed),
+            )
+            .expect("the changelog restores")
         }
     };
     let mut expected = PartitionState::new(0, rules());
