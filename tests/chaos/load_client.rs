@@ -3,7 +3,7 @@
 //! retried with the same event ids; every id ingest acknowledged goes into the
 //! [`Ledger`], the record the end of the run is judged against.
 
-use crate::load::{Lcg, WRITE_KEY};
+use crate::load::{post_batch_once, BatchAttempt, Lcg};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -173,21 +173,10 @@ async fn send(
     let started = Instant::now();
     let answer: Value = loop {
         ledger.lock().unwrap().requests += 1;
-        let result = client
-            .post(format!("{ingest}/v1/events/batch"))
-            .bearer_auth(WRITE_KEY)
-            .json(&body)
-            .send()
-            .await;
-        match result {
-            Ok(r) if r.status().as_u16() == 202 => break r.json().await?,
-            Ok(r) if r.status().is_server_error() => ledger.lock().unwrap().retries_5xx += 1,
-            Err(_) => ledger.lock().unwrap().retries_transport += 1,
-            Ok(r) => anyhow::bail!(
-                "ingest refused a batch: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            ),
+        match post_batch_once(client, ingest, &body).await? {
+            BatchAttempt::Accepted(answer) => break answer,
+            BatchAttempt::ServerError(_) => ledger.lock().unwrap().retries_5xx += 1,
+            BatchAttempt::Transport(_) => ledger.lock().unwrap().retries_transport += 1,
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),

@@ -108,6 +108,41 @@ pub fn plan(seed: u64, total: usize, dup_pct: usize, late_pct: usize, users: usi
     }
 }
 
+/// What one POST of a batch to ingest got.
+pub enum BatchAttempt {
+    /// 202, with ingest's answer (`accepted`, `rejected`).
+    Accepted(Value),
+    /// A 5xx: retry with the same ids.
+    ServerError(reqwest::StatusCode),
+    /// No answer (refused, cut or timed out): retry with the same ids.
+    Transport(reqwest::Error),
+}
+
+/// POSTs one `{"events": [...]}` body to ingest's batch route. Any other
+/// answer (a 4xx) is an error: retrying the same body cannot help.
+pub async fn post_batch_once(
+    client: &reqwest::Client,
+    ingest: &str,
+    body: &Value,
+) -> anyhow::Result<BatchAttempt> {
+    let result = client
+        .post(format!("{ingest}/v1/events/batch"))
+        .bearer_auth(WRITE_KEY)
+        .json(body)
+        .send()
+        .await;
+    Ok(match result {
+        Ok(r) if r.status().as_u16() == 202 => BatchAttempt::Accepted(r.json().await?),
+        Ok(r) if r.status().is_server_error() => BatchAttempt::ServerError(r.status()),
+        Err(e) => BatchAttempt::Transport(e),
+        Ok(r) => anyhow::bail!(
+            "ingest refused a batch: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        ),
+    })
+}
+
 /// Posts `events` in batches to ingest, retrying a batch on 5xx or a
 /// transport error with the same event ids. Returns the accepted ids.
 pub async fn post_batches(
@@ -124,15 +159,8 @@ pub async fn post_batches(
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let result = client
-                .post(format!("{ingest}/v1/events/batch"))
-                .bearer_auth(WRITE_KEY)
-                .json(&body)
-                .send()
-                .await;
-            match result {
-                Ok(r) if r.status().as_u16() == 202 => {
-                    let v: Value = r.json().await?;
+            match post_batch_once(&client, ingest, &body).await? {
+                BatchAttempt::Accepted(v) => {
                     let rejected = v["rejected"].as_array().map_or(0, Vec::len);
                     anyhow::ensure!(rejected == 0, "unexpected rejections: {v}");
                     for a in v["accepted"].as_array().into_iter().flatten() {
@@ -140,14 +168,9 @@ pub async fn post_batches(
                     }
                     break;
                 }
-                Ok(r) if r.status().is_server_error() && attempts < 30 => {}
-                Err(_) if attempts < 30 => {}
-                Ok(r) => anyhow::bail!(
-                    "batch failed: {} {}",
-                    r.status(),
-                    r.text().await.unwrap_or_default()
-                ),
-                Err(e) => anyhow::bail!("batch failed: {e}"),
+                _ if attempts < 30 => {}
+                BatchAttempt::ServerError(status) => anyhow::bail!("batch failed: {status}"),
+                BatchAttempt::Transport(e) => anyhow::bail!("batch failed: {e}"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
