@@ -55,19 +55,16 @@ impl Slot {
     }
 }
 
-/// The last committed version of a key: its slot, and whether it is a
-/// tombstone (then the other slot still holds an older value to clear).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Committed {
-    slot: Slot,
-    tombstone: bool,
-}
-
 /// Where each state key's last committed version sits, and what the batch
 /// being written will change once it commits.
 #[derive(Debug, Default)]
 pub struct ChangelogSlots {
-    committed: HashMap<String, Committed>,
+    /// Keys whose last committed version holds a value: its slot.
+    live: HashMap<String, Slot>,
+    /// Keys whose last committed version is a tombstone while the other
+    /// slot still holds an older value: the slot to clear. Kept apart from
+    /// `live` so a batch finds them without scanning every key.
+    to_clear: HashMap<String, Slot>,
     /// The batch in flight: state key → (slot, tombstone), last write wins.
     pending: HashMap<String, (Slot, bool)>,
 }
@@ -77,11 +74,11 @@ impl ChangelogSlots {
     /// `stale_other` says the other slot's newest record holds a value, which
     /// matters only under a tombstone: that value must be cleared.
     pub fn restored(&mut self, key: &str, slot: Slot, tombstone: bool, stale_other: bool) {
-        if tombstone && !stale_other {
-            return; // both slots are empty of values: nothing to remember
-        }
-        self.committed
-            .insert(key.to_string(), Committed { slot, tombstone });
+        match (tombstone, stale_other) {
+            (false, _) => self.live.insert(key.to_string(), slot),
+            (true, true) => self.to_clear.insert(key.to_string(), slot.other()),
+            (true, false) => None, // both slots are empty of values
+        };
     }
 
     /// Moves a batch's records to their slots' changelog keys, and adds a
@@ -92,10 +89,13 @@ impl ChangelogSlots {
         };
         let mut out = Vec::with_capacity(records.len());
         for r in records {
-            let slot = self
-                .committed
-                .get(&r.key)
-                .map_or(Slot::Zero, |c| c.slot.other());
+            // The slot not holding the last committed version; a key whose
+            // committed version is a tombstone goes where the old value is.
+            let slot = match (self.live.get(&r.key), self.to_clear.get(&r.key)) {
+                (Some(committed), _) => committed.other(),
+                (None, Some(&stale)) => stale,
+                (None, None) => Slot::Zero,
+            };
             self.pending
                 .insert(r.key.clone(), (slot, r.value.is_none()));
             out.push(StateRecord {
@@ -103,19 +103,15 @@ impl ChangelogSlots {
                 ..r
             });
         }
-        let clears: Vec<(String, Slot)> = self
-            .committed
-            .iter()
-            .filter(|(key, c)| c.tombstone && !self.pending.contains_key(*key))
-            .map(|(key, c)| (key.clone(), c.slot.other()))
-            .collect();
-        for (key, slot) in clears {
-            out.push(StateRecord {
-                key: slot.key(&key),
-                value: None,
-                upto,
-            });
-            self.pending.insert(key, (slot, true));
+        for (key, &slot) in &self.to_clear {
+            if !self.pending.contains_key(key) {
+                out.push(StateRecord {
+                    key: slot.key(key),
+                    value: None,
+                    upto,
+                });
+                self.pending.insert(key.clone(), (slot, true));
+            }
         }
         out
     }
@@ -123,36 +119,15 @@ impl ChangelogSlots {
     /// The batch placed last has committed.
     pub fn commit(&mut self) {
         for (key, (slot, tombstone)) in self.pending.drain() {
-            let before = self.committed.get(&key).copied();
-            match (tombstone, before) {
-                (false, _) => {
-                    self.committed.insert(
-                        key,
-                        Committed {
-                            slot,
-                            tombstone: false,
-                        },
-                    );
-                }
+            if !tombstone {
+                self.to_clear.remove(&key);
+                self.live.insert(key, slot);
+            } else if self.live.remove(&key).is_some() {
                 // The other slot holds the value this tombstone deletes.
-                (
-                    true,
-                    Some(Committed {
-                        tombstone: false, ..
-                    }),
-                ) => {
-                    self.committed.insert(
-                        key,
-                        Committed {
-                            slot,
-                            tombstone: true,
-                        },
-                    );
-                }
+                self.to_clear.insert(key, slot.other());
+            } else {
                 // Both slots now end in a tombstone (or were never written).
-                (true, _) => {
-                    self.committed.remove(&key);
-                }
+                self.to_clear.remove(&key);
             }
         }
     }
@@ -204,7 +179,8 @@ mod tests {
         let placed = s.place(vec![rec("meta", Some(0), 12)]);
         assert_eq!(placed, vec![rec("meta", Some(0), 12), rec("w", None, 12)]);
         s.commit();
-        assert_eq!(s.committed.len(), 1, "only meta is remembered: {s:?}");
+        assert_eq!(s.live.len(), 1, "only meta is remembered: {s:?}");
+        assert!(s.to_clear.is_empty(), "{s:?}");
         // An empty batch writes nothing, clears included.
         assert!(s.place(vec![]).is_empty());
     }
