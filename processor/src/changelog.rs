@@ -347,8 +347,8 @@ mod tests {
         /// batches and die inside one (its records written, never committed),
         /// with compaction at any point, open batches included: restore and
         /// replay still end in exactly the sink state of a run that never
-        /// crashed, and the final restore has the live state's windows and
-        /// watermark.
+        /// crashed, and the final restore has the live state's windows,
+        /// watermark and dedup ids.
         #[test]
         fn compaction_during_open_transactions_loses_nothing(
             events in input(),
@@ -386,6 +386,7 @@ mod tests {
             let restored = restore(0, rules(), log, committed).unwrap();
             prop_assert_eq!(&restored.windows, &state.windows);
             prop_assert_eq!(restored.watermark(), state.watermark());
+            prop_assert_eq!(restored.dedup_len(), state.dedup_len());
         }
 
         /// Every accepted event is counted once; duplicates and late events never.

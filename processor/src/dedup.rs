@@ -70,6 +70,14 @@ fn secs(ms: i64) -> u32 {
     ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
 }
 
+/// Whether `evict_before(cutoff)` forgets an id seen at `event_time`. The
+/// changelog drops a segment of ids by this same rule: a segment dropped
+/// while the store still held one of its ids (the store keeps whole seconds)
+/// would make a restore forget an id the running processor still knew.
+pub fn evicted_by(cutoff: i64, event_time: i64) -> bool {
+    secs(event_time) < secs(cutoff)
+}
+
 /// Where ids go when memory is full: keys with their event time in seconds.
 pub trait ColdStore: Send {
     fn contains(&self, key: u128) -> bool;
@@ -186,7 +194,8 @@ impl DedupStore {
         self.seen.contains_key(&key.into()) || self.cold.as_ref().is_some_and(|c| c.contains(key))
     }
 
-    /// Forgets keys whose event time is before `cutoff`; returns how many.
+    /// Forgets keys whose event time is before `cutoff`, in whole seconds
+    /// (see `evicted_by`); returns how many.
     pub fn evict_before(&mut self, cutoff: i64) -> usize {
         let before = self.seen.len();
         let cutoff = secs(cutoff);
@@ -260,6 +269,23 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// The changelog drops a segment by `evicted_by`; it must agree with
+        /// what the store forgets, sub-second and negative times included.
+        #[test]
+        fn evicted_by_is_what_evict_before_forgets(
+            times in prop::collection::vec(-5_000i64..5_000, 1..50),
+            cutoff in -5_000i64..5_000,
+        ) {
+            let mut store = DedupStore::new();
+            for (k, &t) in times.iter().enumerate() {
+                store.insert(k as u128, t);
+            }
+            store.evict_before(cutoff);
+            for (k, &t) in times.iter().enumerate() {
+                prop_assert_eq!(store.contains(k as u128), !evicted_by(cutoff, t), "t = {}", t);
+            }
+        }
+
         #[test]
         fn new_exactly_once_per_distinct_key(ids in prop::collection::vec(0u32..50, 0..300)) {
             let mut d = DedupStore::new();

@@ -6,7 +6,7 @@
 //! an emission tagged with input offset `o` has the same content however
 //! often, and in whatever batches, offsets up to `o` are processed.
 
-use crate::dedup::{dedup_key, DedupStore};
+use crate::dedup::{dedup_key, evicted_by, DedupStore};
 use crate::slots::ChangelogSlots;
 use crate::watermark::Watermark;
 use crate::window::{Window, WindowAssigner};
@@ -303,7 +303,7 @@ impl PartitionState {
         let expired: Vec<i64> = self
             .segments
             .iter()
-            .filter(|(_, &max)| max < cutoff)
+            .filter(|(_, &max)| evicted_by(cutoff, max))
             .map(|(&f, _)| f)
             .collect();
         for from in expired {
