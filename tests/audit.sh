@@ -32,6 +32,13 @@ if [[ "$(cargo deny --version 2>/dev/null || true)" != "cargo-deny $DENY_VERSION
     cargo install --locked --quiet cargo-deny --version "$DENY_VERSION" --root "$tools"
 fi
 
+# cargo-deny reads every package in Cargo.lock, those of other platforms
+# (Windows, wasm) included, and --frozen reads them only from the registry
+# cache. A build fetches just this platform's, so fetch the rest first:
+# `cargo fetch` without --target takes every platform's.
+echo "==> cargo fetch --locked (every platform's crates, for cargo-deny)"
+cargo fetch --locked --quiet
+
 echo "==> cargo deny check licenses bans sources"
 cargo deny --frozen check --hide-inclusion-graph licenses bans sources
 

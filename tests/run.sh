@@ -15,7 +15,7 @@ tests/audit.sh
 echo "== build the stage binaries the end-to-end tests run"
 cargo build --workspace --bins --quiet
 echo "== ClickHouse HTTP server on chdb"
-python3 -m unittest discover -s deploy/local/clickhouse -p 'test_*.py'
+"${WEIR_TOOLS:-$HOME/.cache/weir/tools}/venv/bin/python" -m unittest discover -s deploy/local/clickhouse -p 'test_*.py'
 echo "== cargo test"
 # Each end-to-end test starts its own broker, registry, ClickHouse and stages;
 # two at a time fit this 2-core machine.

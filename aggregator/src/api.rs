@@ -36,18 +36,18 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(crate::metrics_api::metrics))
         .routes(routes!(crate::activity_api::rolling))
         .routes(routes!(crate::activity_api::active_users))
-        .layer(middleware::from_fn_with_state(
+        // Only matched routes: an unknown path is a 404 whatever the key.
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_read_key,
         ))
         .with_state(state)
         .split_for_parts();
-    spec.info.title = "weir query API".into();
-    spec.info.description = Some(
+    spec.info = weir_core::api_docs::info(
+        "weir query API",
         "Reads what the aggregator materialised in ClickHouse: the event history and exact \
          counts and unique users. Send a read key as `Authorization: Bearer` or `X-Read-Key`; \
-         it reads its own tenant's data only. Write keys do not read."
-            .into(),
+         it reads its own tenant's data only. Write keys do not read.",
     );
     let components = spec.components.get_or_insert_with(Default::default);
     components.add_security_scheme(

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::io::Read;
-use utoipa::openapi::OpenApi;
+use utoipa::openapi::{ContactBuilder, Info, InfoBuilder, LicenseBuilder, OpenApi};
 
 const BUNDLE_JS: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js.gz");
 const CSS: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui.css.gz");
@@ -31,6 +31,31 @@ window.ui = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepL
 </body>
 </html>
 "##;
+
+/// The `info` of a stage's spec: weir, its version, repository and license,
+/// from the workspace's `Cargo.toml` (every crate inherits them). An
+/// `OpenApiRouter`'s default `info` is the OpenAPI library's own metadata,
+/// author and license included, so a stage must always replace it.
+pub fn info(title: &str, description: &str) -> Info {
+    let repository = env!("CARGO_PKG_REPOSITORY");
+    InfoBuilder::new()
+        .title(title)
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(description))
+        .contact(Some(
+            ContactBuilder::new()
+                .name(Some("weir"))
+                .url(Some(repository))
+                .build(),
+        ))
+        .license(Some(
+            LicenseBuilder::new()
+                .name(env!("CARGO_PKG_LICENSE"))
+                .identifier(Some(env!("CARGO_PKG_LICENSE")))
+                .build(),
+        ))
+        .build()
+}
 
 /// `/openapi.json`, `/docs` and the two files the page loads.
 pub fn router<S: Clone + Send + Sync + 'static>(spec: OpenApi) -> Router<S> {

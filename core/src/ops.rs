@@ -3,10 +3,15 @@
 //! `/healthz` answers while the process runs; `/readyz` answers 200 only while
 //! the stage's dependencies are reachable (the stage flips `Readiness`);
 //! `/metrics` is the Prometheus text format. `serve` runs a stage's router
-//! within the limits of `HttpConfig`.
+//! within the limits of `HttpConfig`, and gives every 404 and 405 that has
+//! no body of its own a JSON error body, so a client that mistypes a path or
+//! a method reads why, in the same shape as every other error.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::body::{Body, HttpBody};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -121,6 +126,7 @@ pub async fn serve_with(
     shutdown: tokio_util::sync::CancellationToken,
     http: HttpConfig,
 ) -> anyhow::Result<()> {
+    let app = app.layer(axum::middleware::from_fn(json_route_errors));
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
@@ -167,6 +173,37 @@ pub async fn serve_with(
     drop(closed_rx);
     closed_tx.closed().await;
     Ok(())
+}
+
+/// Gives a bodiless 404 (no such route) or 405 (the route exists, the method
+/// does not) a JSON body: `{"error": {"code": "not_found" |
+/// "method_not_allowed", "message": ...}}`. Answers that carry their own body
+/// pass as they are; a 405 keeps its `Allow` header.
+async fn json_route_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let code = match response.status() {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        _ => return response,
+    };
+    if response.body().size_hint().exact() != Some(0) {
+        return response;
+    }
+    let message = if code == "not_found" {
+        format!("no route {path}; /openapi.json lists the routes")
+    } else {
+        format!("{path} does not take {method}; the Allow header lists what it takes")
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body.to_string()))
 }
 
 /// A failed accept: the peer's own trouble is ignored; anything else (such
@@ -269,6 +306,38 @@ mod tests {
         shutdown.cancel();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(TcpStream::connect(&addr).await.is_err(), "still accepting");
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_json() {
+        let addr = start(HttpConfig::default(), CancellationToken::new()).await;
+        let (answer, _) = exchange(
+            &addr,
+            b"GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        assert!(
+            answer.ends_with(r#"{"error":{"code":"not_found","message":"no route /nowhere; /openapi.json lists the routes"}}"#),
+            "{answer}"
+        );
+        let (answer, _) = exchange(
+            &addr,
+            b"DELETE / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+        assert!(answer.contains("allow: GET"), "{answer}");
+        assert!(
+            answer.contains(r#""code":"method_not_allowed""#),
+            "{answer}"
+        );
     }
 
     #[test]

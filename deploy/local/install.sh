@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real parts of the local stack, idempotently, into a cache that
 # survives across runs: nisshi (Kafka protocol), rivven-schema (Schema
-# Registry), chdb (ClickHouse engine) and the build tools the workspace needs.
+# Registry), chdb (ClickHouse engine, in a venv) and the build tools the
+# workspace needs.
 # A second run skips what is already there.
 set -euo pipefail
 
@@ -18,7 +19,9 @@ mkdir -p "$TOOLS/bin"
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || need_apt+=(libcurl4-openssl-dev)
-command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v python3 >/dev/null || need_apt+=(python3)
+# A stock Debian python3 has no venv module (ensurepip) until python3-venv.
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 # Debian's Chromium runs the browser snippet's test.
@@ -30,10 +33,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# Python side of the ClickHouse server.
-if ! python3 -c 'import chdb, lz4.frame, clickhouse_cityhash' 2>/dev/null; then
-  log "pip: ${PY_PACKAGES[*]}"
-  python3 -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+# Python side of the ClickHouse server, in a virtual environment of its own
+# under the tools cache: a stock Debian python refuses installs into the
+# system (PEP 668), and the stack must not depend on what a machine's
+# python3 happens to have. part.sh and tests/run.sh use $TOOLS/venv/bin/python.
+PY_VENV="$TOOLS/venv"
+if ! "$PY_VENV/bin/python" -c 'import chdb, lz4.frame, clickhouse_cityhash' 2>/dev/null; then
+  log "pip: ${PY_PACKAGES[*]} into $PY_VENV"
+  rm -rf "$PY_VENV"
+  python3 -m venv "$PY_VENV"
+  "$PY_VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
 installed_version() { "$TOOLS/bin/$1" --version 2>/dev/null | awk '{print $2}'; }
@@ -83,14 +92,8 @@ fi
 K8S_VENV="$TOOLS/venv-k8s"
 if [ "$("$K8S_VENV/bin/kubernetes-validate" --version 2>/dev/null)" != "$K8S_VALIDATE_VERSION" ]; then
   log "pip: kubernetes-validate==$K8S_VALIDATE_VERSION into $K8S_VENV"
-  if ! python3 -m venv "$K8S_VENV" >/dev/null 2>&1; then
-    # Debian's python3 keeps venv (ensurepip) in a package of its own.
-    rm -rf "$K8S_VENV"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
-    python3 -m venv "$K8S_VENV"
-  fi
+  rm -rf "$K8S_VENV"
+  python3 -m venv "$K8S_VENV"
   "$K8S_VENV/bin/pip" install -q --disable-pip-version-check \
     "kubernetes-validate==$K8S_VALIDATE_VERSION"
 fi

@@ -17,6 +17,7 @@ case "$part" in
   registry)
     exec "$TOOLS/bin/rivven-schema" serve --host 127.0.0.1 --port "$port" --log-level warn ;;
   clickhouse)
-    exec python3 "$HERE/clickhouse/server.py" --host 127.0.0.1 --port "$port" --path "$3" ;;
+    # install.sh keeps chdb in a venv of its own under the tools cache.
+    exec "$TOOLS/venv/bin/python" "$HERE/clickhouse/server.py" --host 127.0.0.1 --port "$port" --path "$3" ;;
   *) echo "unknown part: $part (kafka, registry or clickhouse)" >&2; exit 2 ;;
 esac

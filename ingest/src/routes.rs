@@ -30,12 +30,11 @@ pub fn api(state: Arc<ApiState>) -> (axum::Router, OpenApi) {
         .routes(routes!(get_snippet))
         .with_state(state)
         .split_for_parts();
-    spec.info.title = "weir ingest".into();
-    spec.info.description = Some(
+    spec.info = weir_core::api_docs::info(
+        "weir ingest",
         "The event gateway: accepts events, validates them and answers 202 only once Kafka \
          has every accepted event. Send the write key as `Authorization: Bearer`, Basic \
-         (key as the user name), `X-Write-Key`, or `?write_key=` for beacons."
-            .into(),
+         (key as the user name), `X-Write-Key`, or `?write_key=` for beacons.",
     );
     let components = spec.components.get_or_insert_with(Default::default);
     components.add_security_scheme(

@@ -4,6 +4,7 @@
 //! everything when dropped. Logs stay in the stack's temp dir and are printed
 //! when a test fails.
 
+pub mod docs;
 pub mod load;
 pub mod stack;
 

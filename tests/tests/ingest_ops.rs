@@ -48,6 +48,7 @@ async fn the_openapi_spec_matches_the_routes_and_the_readme() {
         .await
         .expect("/openapi.json is JSON");
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    weir_tests::docs::assert_openapi_info(&spec, "weir ingest");
     let mut documented = BTreeSet::new();
     for (path, item) in spec["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().unwrap() {
@@ -89,7 +90,7 @@ async fn the_openapi_spec_matches_the_routes_and_the_readme() {
     }
     // The routes the README documents are exactly the ones in the spec.
     assert_eq!(readme_routes(), documented);
-    // A path that is not in the spec is not served either.
+    // A path that is not in the spec is not served either, and says so in JSON.
     let status = http
         .post(ingest.url("/v1/event"))
         .bearer_auth(WRITE_KEY)
@@ -99,6 +100,7 @@ async fn the_openapi_spec_matches_the_routes_and_the_readme() {
         .unwrap()
         .status();
     assert_eq!(status, 404);
+    weir_tests::docs::assert_unknown_routes_answer_json(&ingest.url("")).await;
 
     // Swagger UI: the page loads the spec and its two vendored files.
     let page = http.get(ingest.url("/docs")).send().await.unwrap();

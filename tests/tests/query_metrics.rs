@@ -474,6 +474,7 @@ async fn openapi_matches_routes_and_readme(aggregator: &Stage) {
         .json()
         .await
         .unwrap();
+    weir_tests::docs::assert_openapi_info(&spec, "weir query API");
     let paths = spec["paths"].as_object().expect("paths");
     let documented: BTreeSet<String> = paths.keys().cloned().collect();
     assert_eq!(
@@ -513,4 +514,5 @@ async fn openapi_matches_routes_and_readme(aggregator: &Stage) {
     let page = http.get(aggregator.url("/docs")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("/openapi.json"));
+    weir_tests::docs::assert_unknown_routes_answer_json(&aggregator.url("")).await;
 }

@@ -241,6 +241,8 @@ async fn keys_are_enforced_everywhere_never_logged_and_injections_stay_inert() {
     let aggregator = stack.stage("aggregator", "0", &[("RUST_LOG", LOG_LEVEL)]);
     for s in [&ingest, &processor, &aggregator] {
         s.wait_ready().await;
+        // Unknown routes answer 404 in JSON, before and whatever the key.
+        weir_tests::docs::assert_unknown_routes_answer_json(&s.url("")).await;
     }
     let http = reqwest::Client::new();
 
