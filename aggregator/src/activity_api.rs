@@ -3,10 +3,10 @@
 //! (`GET /v1/metrics/active-users`), from the same counts as `/v1/metrics`
 //! (see `counts`).
 
-use crate::api::{
+use crate::counts::{range, required_name, rfc3339, Scope, MINUTE_MS};
+use crate::query::{
     bad_request, name_filter, parse_time, unavailable, ApiState, QueryErrors, ReadScope,
 };
-use crate::counts::{range, required_name, rfc3339, Scope, MINUTE_MS};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};

@@ -9,6 +9,9 @@ use crate::migrations;
 use crate::namespaces::NamespaceTable;
 use clickhouse::{Client, Row};
 use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+use weir_core::health::HealthCheck;
 use weir_core::{Event, WindowAggregate};
 
 #[derive(Debug, Row, Serialize)]
@@ -158,6 +161,11 @@ impl ClickHouseSink {
         Ok(())
     }
 
+    /// This sink's health check, which the service shell polls into `/readyz`.
+    pub fn health(&self) -> ClickHouseHealth {
+        ClickHouseHealth(self.clone())
+    }
+
     pub async fn insert_events(&self, rows: &[EventRow]) -> anyhow::Result<()> {
         self.insert("events", rows).await
     }
@@ -231,5 +239,19 @@ impl ClickHouseSink {
         }
         insert.end().await?;
         Ok(())
+    }
+}
+
+/// ClickHouse answers `SELECT 1`: the aggregator's inserts and the query API
+/// both need it.
+pub struct ClickHouseHealth(ClickHouseSink);
+
+impl HealthCheck for ClickHouseHealth {
+    fn name(&self) -> String {
+        "clickhouse".into()
+    }
+
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move { self.0.health_check().await.map_err(|e| format!("{e:#}")) })
     }
 }

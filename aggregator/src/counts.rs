@@ -7,7 +7,7 @@
 //! counts each user once, never summed per window, and exactly at any
 //! cardinality (`uniqCombined64` estimates past a few thousand users).
 
-use crate::api::parse_time;
+use crate::query::parse_time;
 use clickhouse::Row;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //! fixed list and the page numbers are parsed integers, so nothing a client
 //! sends is spliced into SQL.
 
-use crate::api::{
+use crate::query::{
     bad_request, name_filter, parse_time, unavailable, ApiState, QueryErrors, ReadScope,
 };
 use axum::extract::{Query, State};

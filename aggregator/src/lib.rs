@@ -10,4 +10,5 @@ pub mod events_api;
 pub mod metrics_api;
 pub mod migrations;
 pub mod namespaces;
+pub mod query;
 pub mod runtime;

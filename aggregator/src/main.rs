@@ -32,7 +32,8 @@ async fn main() -> anyhow::Result<()> {
             else {
                 return Ok(());
             };
-            let app = api::router(api::ApiState {
+            svc.poll(sink.health());
+            let app = api::router(weir_aggregator::query::ApiState {
                 client: sink.client().clone(),
                 read_keys,
             })
@@ -49,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
                 let mut one = cfg.clone();
                 one.instance_id = format!("{}-{n}", cfg.instance_id);
                 let aggregator = Aggregator::build(one, sink.clone()).await?;
-                runs.spawn(aggregator.run(svc.ready.clone(), svc.shutdown.clone()));
+                let ready = svc.health.component(format!("consumer-{n}"));
+                runs.spawn(aggregator.run(ready, svc.shutdown.clone()));
             }
             let mut result = Ok(());
             while let Some(done) = runs.join_next().await {

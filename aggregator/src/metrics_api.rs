@@ -2,8 +2,8 @@
 //! prefix over a range, optionally grouped by a column, a time bucket or a
 //! property (see `counts` for where the numbers come from).
 
-use crate::api::{bad_request, name_filter, unavailable, ApiState, QueryErrors, ReadScope};
 use crate::counts::{range, required_name, Scope};
+use crate::query::{bad_request, name_filter, unavailable, ApiState, QueryErrors, ReadScope};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weir_core::codec::{Codec, CodecError};
-use weir_core::kafka::header_str;
-use weir_core::ops::Readiness;
+use weir_core::headers::Header;
+use weir_core::health::Component;
 use weir_core::trace_context;
 
 pub struct Aggregator {
@@ -76,8 +76,10 @@ impl Aggregator {
         })
     }
 
-    pub async fn run(self, ready: Readiness, shutdown: CancellationToken) -> anyhow::Result<()> {
-        ready.set(true);
+    /// Runs until `shutdown`; `ready` is this consumer's component of the
+    /// stage's health: not ready while its inserts fail.
+    pub async fn run(self, ready: Component, shutdown: CancellationToken) -> anyhow::Result<()> {
+        ready.ready();
         // While one batch is inserted and committed, the next is read: the
         // two waits overlap. At most two batches are held, so while
         // ClickHouse is down the aggregator stops reading after one more.
@@ -96,7 +98,7 @@ impl Aggregator {
             }
             pending = Some(batch);
         }
-        ready.set(false);
+        ready.not_ready("stopped");
         tracing::info!("aggregator stopped");
         Ok(())
     }
@@ -131,7 +133,7 @@ impl Aggregator {
             return;
         }
         if topic == self.cfg.topics.clean && weir_core::telemetry::traces_exported() {
-            if let Some(tp) = header_str(msg.headers(), trace_context::HEADER) {
+            if let Some(tp) = Header::TraceParent.read(msg.headers()) {
                 let span = tracing::info_span!(
                     "store_event",
                     partition = msg.partition(),
@@ -204,7 +206,7 @@ impl Aggregator {
     /// A dead-lettered record as a row. Its reason is the processor's header;
     /// a late record's payload is the original event, decoded for its name.
     async fn dead_letter(&self, msg: &OwnedMessage, late: bool) -> DeadLetterRow {
-        let header = if late { "weir-reason" } else { "weir-error" };
+        let header = if late { Header::Reason } else { Header::Error };
         let name = if late {
             match self.codec.decode_event(msg.payload()).await {
                 Ok(e) => e.name,
@@ -215,9 +217,7 @@ impl Aggregator {
         };
         DeadLetterRow {
             kind: if late { "late" } else { "invalid" },
-            reason: header_str(msg.headers(), header)
-                .unwrap_or_default()
-                .to_string(),
+            reason: header.read(msg.headers()).unwrap_or_default().to_string(),
             kafka_partition: msg.partition() as u32,
             kafka_offset: msg.offset() as u64,
             dead_lettered_at: msg
@@ -234,7 +234,7 @@ impl Aggregator {
 
     /// Inserts the batch, retrying until ClickHouse takes it, then commits.
     #[tracing::instrument(name = "clickhouse_insert", skip_all, fields(events = batch.events.len(), aggregates = batch.aggregates.len()))]
-    async fn flush(&self, batch: Batch, ready: &Readiness, shutdown: &CancellationToken) {
+    async fn flush(&self, batch: Batch, ready: &Component, shutdown: &CancellationToken) {
         if batch.offsets.is_empty() {
             return;
         }
@@ -256,13 +256,13 @@ impl Aggregator {
                         .increment(batch.events.len() as u64);
                     metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "event_counts_1m").increment(batch.aggregates.len() as u64);
                     metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "dead_letters").increment(batch.dead_letters.len() as u64);
-                    ready.set(true);
+                    ready.ready();
                     break;
                 }
                 Err(e) => {
                     metrics::counter!("weir_aggregator_insert_failures_total").increment(1);
                     tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "ClickHouse insert failed; holding the batch");
-                    ready.set(false);
+                    ready.not_ready(format!("ClickHouse insert failed: {e}"));
                     if shutdown.is_cancelled() {
                         // Not committed, so the next start reads these records again.
                         return;

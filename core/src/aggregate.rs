@@ -21,3 +21,14 @@ pub struct WindowAggregate {
     #[serde(rename = "final")]
     pub is_final: bool,
 }
+
+impl WindowAggregate {
+    /// The record key on the aggregates topics: `tenant/name/channel/window_start`.
+    pub fn kafka_key(&self) -> Vec<u8> {
+        format!(
+            "{}/{}/{}/{}",
+            self.tenant, self.name, self.channel, self.window_start
+        )
+        .into_bytes()
+    }
+}

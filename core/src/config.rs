@@ -11,17 +11,17 @@ use figment::Figment;
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::PathBuf;
 
-/// Flags every binary takes.
+/// Flags every binary takes, before or after its command.
 #[derive(Debug, Parser)]
 pub struct CommonArgs {
     /// TOML config file.
-    #[arg(long, env = "WEIR_CONFIG")]
+    #[arg(long, env = "WEIR_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Override one setting, e.g. `--set kafka.brokers=host:9092`. Repeatable.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
     pub overrides: Vec<String>,
     /// Print the effective configuration (secrets redacted) and exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub print_config: bool,
 }
 

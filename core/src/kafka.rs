@@ -1,6 +1,5 @@
 //! Kafka connection settings shared by every stage.
 
-use rdkafka::message::Headers;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -43,12 +42,6 @@ impl KafkaConfig {
         }
         cfg
     }
-}
-
-/// The value of header `key`, if present and UTF-8.
-pub fn header_str<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a str> {
-    let h = headers?.iter().find(|h| h.key == key)?;
-    std::str::from_utf8(h.value?).ok()
 }
 
 /// A partition's end offset as of the consumer's last fetch from it: no

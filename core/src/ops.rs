@@ -1,48 +1,34 @@
 //! Health, readiness and metrics endpoints, merged into each stage's router.
 //!
 //! `/healthz` answers while the process runs; `/readyz` answers 200 only while
-//! the stage's dependencies are reachable (the stage flips `Readiness`);
+//! every component of the stage is ready (see `health`) and lists them;
 //! `/metrics` is the Prometheus text format. `serve` runs a stage's router
 //! within the limits of `HttpConfig`, and gives every 404 and 405 that has
 //! no body of its own a JSON error body, so a client that mistypes a path or
 //! a method reads why, in the same shape as every other error.
 
+use crate::health::Health;
 use axum::body::{Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Whether the stage can do its work right now.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
 #[derive(Clone)]
 struct OpsState {
-    ready: Readiness,
+    health: Health,
     metrics: PrometheusHandle,
 }
 
-pub fn router<S>(ready: Readiness, metrics: PrometheusHandle) -> Router<S> {
+pub fn router<S>(health: Health, metrics: PrometheusHandle) -> Router<S> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -50,15 +36,20 @@ pub fn router<S>(ready: Readiness, metrics: PrometheusHandle) -> Router<S> {
             "/metrics",
             get(|State(s): State<OpsState>| async move { s.metrics.render() }),
         )
-        .with_state(OpsState { ready, metrics })
+        .with_state(OpsState { health, metrics })
 }
 
-async fn readyz(State(s): State<OpsState>) -> (StatusCode, &'static str) {
-    if s.ready.get() {
-        (StatusCode::OK, "ready")
+/// `{"ready": bool, "components": {"<name>": {"state": "ready" | "starting" |
+/// "not_ready", "reason": ...}}}`, 200 when ready and 503 otherwise.
+async fn readyz(State(s): State<OpsState>) -> Response {
+    let ready = s.health.is_ready();
+    let status = if ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": ready, "components": s.health.report() });
+    (status, Json(body)).into_response()
 }
 
 /// The `[http]` section: limits of the HTTP/1.1 server every stage runs,

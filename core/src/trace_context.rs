@@ -11,7 +11,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use std::collections::HashMap;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-pub const HEADER: &str = "traceparent";
+/// The name of the trace context header, in HTTP, gRPC metadata and Kafka.
+pub const HEADER: &str = crate::headers::Header::TraceParent.name();
 
 /// Whether `v` looks like a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`).
 pub fn is_valid(v: &str) -> bool {

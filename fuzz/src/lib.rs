@@ -33,15 +33,17 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{ResolvedSchema, Schema};
 use apache_avro::writer::datum::GenericDatumWriter;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use schema_registry_converter::schema_registry_common::{
     get_bytes_result, get_payload, BytesResult,
 };
 use serde_json::Value;
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
 use weir_core::codec::{AGGREGATE_SCHEMA, EVENT_SCHEMA};
 use weir_core::{Event, WindowAggregate};
+use weir_ingest::sink::MemorySink;
 use weir_ingest::validate::Limits;
 
 /// A target's body: one input, a panic on a finding.
@@ -65,92 +67,95 @@ pub const AGGREGATE_SCHEMA_ID: u32 = 2;
 
 // ---------------------------------------------------------------- ingest
 
-/// What `weir_ingest::build` takes from the default configuration.
-struct IngestSettings {
-    max_body_bytes: usize,
-    body_read_timeout: Option<std::time::Duration>,
-    max_batch_events: usize,
-    limits: Limits,
-}
-
-fn ingest_settings() -> &'static IngestSettings {
-    static SETTINGS: OnceLock<IngestSettings> = OnceLock::new();
-    SETTINGS.get_or_init(|| {
+/// The validation limits of the default configuration.
+fn ingest_limits() -> &'static Limits {
+    static LIMITS: OnceLock<Limits> = OnceLock::new();
+    LIMITS.get_or_init(|| {
         let cfg = weir_ingest::config::IngestConfig::default();
-        IngestSettings {
-            max_body_bytes: cfg.max_body_bytes,
-            body_read_timeout: cfg.http.body_read_timeout(),
-            max_batch_events: cfg.max_batch_events,
-            limits: Limits {
-                max_future_skew_ms: cfg.max_future_skew_ms,
-                max_string_bytes: cfg.max_string_bytes,
-                max_properties: cfg.max_properties,
-                flag_older_than_ms: cfg.flag_older_than_ms,
-                ..Default::default()
-            },
+        Limits {
+            max_future_skew_ms: cfg.max_future_skew_ms,
+            max_string_bytes: cfg.max_string_bytes,
+            max_properties: cfg.max_properties,
+            flag_older_than_ms: cfg.flag_older_than_ms,
+            ..Default::default()
         }
     })
 }
 
-/// A request body as `POST /v1/event`, `/v1/batch` and `/v1/ndjson` read it.
-pub fn ingest_body(data: &[u8]) {
-    let settings = ingest_settings();
-    for encoding in [None, Some("gzip")] {
-        let mut headers = HeaderMap::new();
-        if let Some(e) = encoding {
-            headers.insert(
-                axum::http::header::CONTENT_ENCODING,
-                HeaderValue::from_static(e),
-            );
-        }
-        let read = weir_ingest::body::read(
-            &headers,
-            Body::from(data.to_vec()),
-            settings.max_body_bytes,
-            settings.body_read_timeout,
-        );
-        let Ok(bytes) = runtime().block_on(read) else {
-            continue;
-        };
-        assert!(bytes.len() <= settings.max_body_bytes);
-        if let Ok(v) = weir_ingest::body::json(&bytes) {
-            if let Some(items) = batch_items(&v) {
-                if !items.is_empty() && items.len() <= settings.max_batch_events {
-                    for item in items {
-                        map_event(item.clone(), &settings.limits);
-                    }
-                }
-            }
-            map_event(v, &settings.limits);
-        }
-        let lines = weir_ingest::body::ndjson(&bytes);
-        if lines.len() <= settings.max_batch_events {
-            let mut last = 0;
-            for (line, parsed) in lines {
-                assert!(line > last, "NDJSON line numbers increase from 1");
-                last = line;
-                if let Ok(v) = parsed {
-                    map_event(v, &settings.limits);
-                }
-            }
-        }
-    }
+/// ingest's real router with the default configuration (auth off), on a
+/// memory sink.
+fn ingest_api() -> &'static (axum::Router, Arc<MemorySink>) {
+    static API: OnceLock<(axum::Router, Arc<MemorySink>)> = OnceLock::new();
+    API.get_or_init(|| {
+        let mut cfg = weir_ingest::config::IngestConfig::default();
+        cfg.auth.enabled = false;
+        let sink = Arc::new(MemorySink::new());
+        let gateway = weir_ingest::gateway(&cfg, sink.clone()).expect("the default config builds");
+        (weir_ingest::http::router(gateway.http), sink)
+    })
 }
 
-/// The events of a batch body, as `http::batch_as` takes them apart:
-/// `{"events": [...]}` or a bare array.
-fn batch_items(v: &Value) -> Option<&Vec<Value>> {
-    match v {
-        Value::Object(o) if o.len() == 1 => o.get("events")?.as_array(),
-        Value::Array(a) => Some(a),
-        _ => None,
+/// ingest's event routes.
+pub const INGEST_ROUTES: &[&str] = &[
+    "/v1/events",
+    "/v1/events/batch",
+    "/v1/events/ndjson",
+    "/events",
+    "/events/batch",
+    "/api/write",
+];
+
+/// A request body, plain and gzip-labelled, posted to every event route.
+pub fn ingest_body(data: &[u8]) {
+    let (router, sink) = ingest_api();
+    for route in INGEST_ROUTES {
+        for encoding in [None, Some("gzip")] {
+            let mut req = Request::post(*route);
+            if let Some(e) = encoding {
+                req = req.header(axum::http::header::CONTENT_ENCODING, e);
+            }
+            let req = req
+                .body(Body::from(data.to_vec()))
+                .expect("a valid request");
+            let resp = runtime()
+                .block_on(router.clone().oneshot(req))
+                .expect("the router is infallible");
+            let status = resp.status();
+            let body = runtime()
+                .block_on(axum::body::to_bytes(resp.into_body(), usize::MAX))
+                .expect("a readable answer");
+            let published: BTreeSet<String> =
+                sink.take().into_iter().map(|(e, _)| e.event_id).collect();
+            assert!(
+                [202, 400, 413, 415].contains(&status.as_u16()),
+                "{route}: {status}"
+            );
+            let answer: Value = serde_json::from_slice(&body).expect("every answer is JSON");
+            if status != StatusCode::ACCEPTED {
+                assert!(answer["error"]["code"].is_string(), "{route}: {answer}");
+                assert!(published.is_empty(), "{route}: refused, yet published");
+                continue;
+            }
+            let accepted = answer["accepted"].as_array().into_iter().flatten();
+            let acknowledged: BTreeSet<String> = [&answer["event_id"], &answer["id"]]
+                .into_iter()
+                .chain(accepted.map(|a| &a["event_id"]))
+                .chain(answer["ids"].as_array().into_iter().flatten())
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            assert!(!acknowledged.is_empty(), "{route}: a 202 names its events");
+            assert_eq!(acknowledged, published, "{route}: acknowledged = published");
+            for id in &published {
+                assert!(!id.is_empty() && id.len() <= 128);
+            }
+        }
     }
 }
 
 /// One JSON event, as every ingest route maps it.
 pub fn ingest_event(data: &[u8]) {
     if let Ok(v) = weir_ingest::body::json(data) {
-        map_event(v, &ingest_settings().limits);
+        map_event(v, ingest_limits());
     }
 }
 
@@ -305,7 +310,7 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 fn query_api() -> &'static axum::Router {
     static API: OnceLock<axum::Router> = OnceLock::new();
     API.get_or_init(|| {
-        weir_aggregator::api::router(weir_aggregator::api::ApiState {
+        weir_aggregator::api::router(weir_aggregator::query::ApiState {
             // An unparsable URL: a query fails before any connection.
             client: clickhouse::Client::default().with_url(""),
             read_keys: None,

@@ -1,19 +1,18 @@
 //! The logeater-compatible gRPC API: `event.Event/Push` and `PushBatch`.
 //!
 //! An entry is mapped exactly like a logeater JSON payload (`compat`), then
-//! goes the way of an HTTP event: write key, validation, rate limit and
-//! high-water mark, publish, and `success = true` only once Kafka has it.
+//! goes through `admission` like an HTTP event: write key, validation, rate
+//! limit and high-water mark, publish, and `success = true` only once Kafka
+//! has it.
 //! A rejected event is answered `success = false` with the reason; anything
 //! the client should retry is a gRPC status (`UNAVAILABLE`,
 //! `RESOURCE_EXHAUSTED`), never a silent drop.
 
-use crate::http::{field_errors, ApiState, Refusal};
-use crate::{compat, validate};
+use crate::admission::{Admission, Refusal};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
-use weir_core::event::now_ms;
 use weir_core::trace_context;
 
 pub mod proto {
@@ -24,11 +23,11 @@ use proto::event_server::{Event as EventRpc, EventServer};
 use proto::{BatchResponse, EventBatch, EventEntry, EventResponse};
 
 pub struct GrpcApi {
-    state: Arc<ApiState>,
+    admission: Arc<Admission>,
 }
 
-pub fn service(state: Arc<ApiState>) -> EventServer<GrpcApi> {
-    EventServer::new(GrpcApi { state })
+pub fn service(admission: Arc<Admission>) -> EventServer<GrpcApi> {
+    EventServer::new(GrpcApi { admission })
 }
 
 /// Proto3 cannot tell an unset field from its default, so 0 and "" mean absent.
@@ -53,13 +52,9 @@ fn entry_json(e: EventEntry) -> Value {
 
 impl GrpcApi {
     fn tenant(&self, metadata: &tonic::metadata::MetadataMap) -> Result<String, Status> {
-        match &self.state.write_keys {
-            None => Ok(self.state.default_tenant.clone()),
-            Some(keys) => keys
-                .tenant(&metadata.clone().into_headers())
-                .map(str::to_string)
-                .map_err(|_| Status::unauthenticated("a valid write key is required in the authorization or x-write-key metadata")),
-        }
+        Ok(self
+            .admission
+            .tenant(&metadata.clone().into_headers(), None)?)
     }
 
     /// The call's span, a child of the caller's trace context: the parent
@@ -81,68 +76,52 @@ impl GrpcApi {
         trace_context::outgoing(&tracing::Span::current(), Self::incoming(metadata))
     }
 
+    /// Each entry's answer, in order: `success = true` once Kafka has it, or
+    /// the reason it was rejected.
     async fn push_all(
         &self,
         tenant: &str,
         traceparent: Option<String>,
         entries: Vec<EventEntry>,
     ) -> Result<Vec<EventResponse>, Status> {
-        if entries.len() > self.state.max_batch_events {
-            return Err(Status::invalid_argument(format!(
-                "a batch may hold at most {} events, got {}",
-                self.state.max_batch_events,
-                entries.len()
-            )));
-        }
-        let received_at = now_ms();
-        let mut results = Vec::with_capacity(entries.len());
-        let mut events = vec![];
-        for entry in entries {
-            // A logeater entry always has `type` and `service`, so the mapping always applies.
-            let mut v = entry_json(entry);
-            if v["service"].is_null() {
-                v["service"] = json!("");
-            }
-            match validate::to_event(
-                &compat::to_native(v),
-                received_at,
-                tenant,
-                &self.state.limits,
-            ) {
-                Ok(e) => {
-                    results.push(EventResponse {
-                        success: true,
-                        event_id: e.event_id.clone(),
-                        error: String::new(),
-                    });
-                    events.push(e);
+        let n = entries.len();
+        let items = entries
+            .into_iter()
+            .map(|entry| {
+                // A logeater entry always has `type` and `service`, so the mapping always applies.
+                let mut v = entry_json(entry);
+                if v["service"].is_null() {
+                    v["service"] = json!("");
                 }
-                Err(errors) => results.push(EventResponse {
-                    success: false,
-                    event_id: String::new(),
-                    error: field_errors(&errors),
-                }),
-            }
+                (None, Ok(v))
+            })
+            .collect();
+        let outcome = self
+            .admission
+            .batch(tenant, traceparent.as_deref(), items)
+            .await;
+        let mut results = vec![EventResponse::default(); n];
+        let (accepted, rejected) = match outcome {
+            Ok(o) => (o.accepted, o.rejected),
+            // Per-event answers, not a failed call: nothing was valid, or nothing was sent.
+            Err(Refusal::NoValidEvent(rejected)) => (vec![], rejected),
+            Err(Refusal::EmptyBatch) => return Ok(vec![]),
+            Err(other) => return Err(other.into()),
+        };
+        for a in accepted {
+            results[a.index] = EventResponse {
+                success: true,
+                event_id: a.event.event_id,
+                error: String::new(),
+            };
         }
-        if events.is_empty() {
-            return Ok(results);
+        for r in rejected {
+            results[r.index] = EventResponse {
+                success: false,
+                event_id: String::new(),
+                error: r.message,
+            };
         }
-        self.state
-            .admit(tenant, events.len())
-            .map_err(|r| match r {
-                Refusal::RateLimited { retry_after_secs } => Status::resource_exhausted(format!(
-                    "over the rate limit; retry in {retry_after_secs} s"
-                )),
-                Refusal::OverBurst { events } => {
-                    Status::resource_exhausted(format!("{events} events exceed this key's burst"))
-                }
-                Refusal::KafkaBehind => Status::unavailable("Kafka is behind; retry shortly"),
-            })?;
-        self.state
-            .publisher
-            .publish(&events, traceparent.as_deref())
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(results)
     }
 }

@@ -12,17 +12,20 @@ const ABOUT: &str = "weir ingest: the HTTP event gateway";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     service::run("ingest", ABOUT, |cfg: IngestConfig, svc| async move {
-        let Some(state) = svc
+        let Some(gateway) = svc
             .until_shutdown(weir_ingest::build(&cfg))
             .await
             .transpose()?
         else {
             return Ok(());
         };
-        let app = weir_ingest::http::router(state.clone()).merge(svc.ops_router());
+        for check in gateway.sink.clone().health_checks() {
+            svc.poll(check);
+        }
+        let app = weir_ingest::http::router(gateway.http.clone()).merge(svc.ops_router());
         if !cfg.grpc_listen.is_empty() {
             let addr: std::net::SocketAddr = cfg.grpc_listen.parse()?;
-            let grpc = weir_ingest::grpc::service(state.clone());
+            let grpc = weir_ingest::grpc::service(gateway.admission.clone());
             let shutdown = svc.shutdown.clone();
             tokio::spawn(async move {
                 tracing::info!(%addr, "gRPC listening");
@@ -35,19 +38,6 @@ async fn main() -> anyhow::Result<()> {
                 }
             });
         }
-        // Ready only while Kafka and the registry answer, checked every few seconds.
-        let (ready, shutdown, publisher) = (svc.ready.clone(), svc.shutdown.clone(), state.clone());
-        tokio::spawn(async move {
-            while !shutdown.is_cancelled() {
-                ready.set(publisher.publisher.dependencies_up().await);
-                metrics::gauge!("weir_ingest_producer_queue_events")
-                    .set(publisher.publisher.in_flight() as f64);
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(3)) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-            }
-        });
         // Shutdown: stop accepting, let open requests finish (each waits for
         // Kafka, so every 2xx'd event is in Kafka), flush the producer, exit;
         // all within shutdown_timeout_ms.
@@ -73,8 +63,8 @@ async fn main() -> anyhow::Result<()> {
         }
         let spent = signalled.await.map_or(budget, |at| at.elapsed());
         let left = budget.saturating_sub(spent).max(std::time::Duration::from_millis(500));
-        let flushed = state.publisher.flush(left).await;
-        tracing::info!(flushed, in_flight = state.publisher.in_flight(), "ingest stopped");
+        let flushed = gateway.sink.flush(left).await;
+        tracing::info!(flushed, in_flight = gateway.sink.in_flight(), "ingest stopped");
         Ok(())
     })
     .await

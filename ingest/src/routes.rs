@@ -3,7 +3,7 @@
 //! `/openapi.json` cannot list a path the gateway does not serve, nor miss
 //! one it does.
 
-use crate::http::{self, ApiState, Style};
+use crate::handlers::{self, HttpState, Style};
 use crate::wire::{
     Accepted, BatchAnswer, BatchIn, ErrorAnswer, EventIn, EventServiceAnswer, EventStreamAccepted,
     EventStreamBatchAnswer,
@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 /// The event API's routes and the spec generated from them.
-pub fn api(state: Arc<ApiState>) -> (axum::Router, OpenApi) {
+pub fn api(state: Arc<HttpState>) -> (axum::Router, OpenApi) {
     let (router, mut spec) = OpenApiRouter::new()
         .routes(routes!(post_event))
         .routes(routes!(post_batch))
@@ -78,12 +78,12 @@ pub fn api(state: Arc<ApiState>) -> (axum::Router, OpenApi) {
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))
 )]
 async fn post_event(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    http::single_as(Style::Weir, &state, uri.query(), &headers, body).await
+    handlers::single(Style::Weir, &state, uri.query(), &headers, body).await
 }
 
 /// Send a batch of events; each is accepted or rejected on its own.
@@ -106,12 +106,12 @@ async fn post_event(
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))
 )]
 async fn post_batch(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    http::batch_as(Style::Weir, &state, uri.query(), &headers, body).await
+    handlers::batch(Style::Weir, &state, uri.query(), &headers, body).await
 }
 
 /// Send events as NDJSON, one event a line; rejected lines are named.
@@ -133,12 +133,12 @@ async fn post_batch(
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))
 )]
 async fn post_ndjson(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    http::ndjson(&state, uri.query(), &headers, body).await
+    handlers::ndjson(&state, uri.query(), &headers, body).await
 }
 
 /// event-stream's single-event path: its payload shape, its answer.
@@ -160,12 +160,12 @@ async fn post_ndjson(
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))
 )]
 async fn post_event_stream(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    http::single_as(Style::EventStream, &state, uri.query(), &headers, body).await
+    handlers::single(Style::EventStream, &state, uri.query(), &headers, body).await
 }
 
 /// event-stream's batch path.
@@ -187,12 +187,12 @@ async fn post_event_stream(
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))
 )]
 async fn post_event_stream_batch(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    http::batch_as(Style::EventStream, &state, uri.query(), &headers, body).await
+    handlers::batch(Style::EventStream, &state, uri.query(), &headers, body).await
 }
 
 /// event-service's write path: `event_name`, `description`, `created_at`, `customer_id`.
@@ -213,12 +213,12 @@ async fn post_event_stream_batch(
     security(("bearer" = []), ("basic" = []), ("write_key_header" = []), ("write_key_query" = []))
 )]
 async fn post_event_service(
-    State(state): State<Arc<ApiState>>,
+    State(state): State<Arc<HttpState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    http::single_as(Style::EventService, &state, uri.query(), &headers, body).await
+    handlers::single(Style::EventService, &state, uri.query(), &headers, body).await
 }
 
 /// The first-party browser snippet (batches, retries, sendBeacon on page hide).
@@ -227,5 +227,5 @@ async fn post_event_service(
     responses((status = 200, description = "The snippet", content_type = "application/javascript", body = String))
 )]
 async fn get_snippet() -> Response {
-    http::snippet().await
+    handlers::snippet().await
 }

@@ -134,7 +134,7 @@ pub struct AcceptedEntry {
     pub warnings: Vec<FieldError>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RejectedEntry {
     /// Position in the batch, from 0.
     pub index: usize,

@@ -10,22 +10,19 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ABOUT: &str = "weir processor: dedup, event-time windows and exactly-once output";
 
-/// `processor replay-late`: counts dead-lettered events after all (see `replay`).
-#[derive(clap::Parser)]
-#[command(
-    name = "processor replay-late",
-    about = "Put the events of events.late whose event time is in [--from, --to) back into the \
-             counts, once: a second run over the same events changes nothing"
-)]
-struct ReplayLate {
-    #[command(flatten)]
-    common: weir_core::config::CommonArgs,
-    /// Event time from, inclusive: RFC 3339 or epoch milliseconds.
-    #[arg(long)]
-    from: String,
-    /// Event time to, exclusive: RFC 3339 or epoch milliseconds.
-    #[arg(long)]
-    to: String,
+/// The processor's commands besides `run`.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Put the events of events.late whose event time is in [--from, --to) back
+    /// into the counts, once: a second run over the same events changes nothing
+    ReplayLate {
+        /// Event time from, inclusive: RFC 3339 or epoch milliseconds.
+        #[arg(long)]
+        from: String,
+        /// Event time to, exclusive: RFC 3339 or epoch milliseconds.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 fn epoch_ms(s: &str) -> anyhow::Result<i64> {
@@ -36,18 +33,11 @@ fn epoch_ms(s: &str) -> anyhow::Result<i64> {
     }
 }
 
-async fn replay_late() -> anyhow::Result<()> {
-    use clap::Parser;
-    let args = ReplayLate::parse_from(
-        std::iter::once("processor replay-late".to_string()).chain(std::env::args().skip(2)),
-    );
-    let cfg: ProcessorConfig = args.common.load()?;
-    let telemetry = weir_core::telemetry::Telemetry::init("weir-processor", &cfg.telemetry)?;
-    let (from, to) = (epoch_ms(&args.from)?, epoch_ms(&args.to)?);
+/// `processor replay-late`: counts dead-lettered events after all (see `replay`).
+async fn replay_late(cfg: ProcessorConfig, from: &str, to: &str) -> anyhow::Result<()> {
+    let (from, to) = (epoch_ms(from)?, epoch_ms(to)?);
     anyhow::ensure!(from < to, "--from must be before --to");
-    let summary = weir_processor::replay::run(&cfg, from, to).await;
-    telemetry.shutdown();
-    let s = summary?;
+    let s = weir_processor::replay::run(&cfg, from, to).await?;
     println!(
         "replay-late: read {} late events, {} in range re-injected, {} window rows corrected",
         s.late_read, s.in_range, s.rows
@@ -57,27 +47,34 @@ async fn replay_late() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("replay-late") {
-        return replay_late().await;
-    }
-    service::run("processor", ABOUT, |cfg: ProcessorConfig, svc| async move {
-        let http = tokio::spawn(ops::serve_with(
-            cfg.listen.clone(),
-            svc.ops_router(),
-            svc.shutdown.clone(),
-            cfg.http.clone(),
-        ));
-        let Some(processor) = svc
-            .until_shutdown(Processor::build(cfg))
-            .await
-            .transpose()?
-        else {
-            return Ok(());
-        };
-        let result = processor.run(svc.ready.clone(), svc.shutdown.clone()).await;
-        svc.shutdown.cancel();
-        let _ = http.await;
-        result
-    })
+    service::run_with(
+        "processor",
+        ABOUT,
+        |cfg: ProcessorConfig, svc| async move {
+            let http = tokio::spawn(ops::serve_with(
+                cfg.listen.clone(),
+                svc.ops_router(),
+                svc.shutdown.clone(),
+                cfg.http.clone(),
+            ));
+            let Some(processor) = svc
+                .until_shutdown(Processor::build(cfg))
+                .await
+                .transpose()?
+            else {
+                return Ok(());
+            };
+            let ready = svc.health.component("processor");
+            let result = processor.run(ready, svc.shutdown.clone()).await;
+            svc.shutdown.cancel();
+            let _ = http.await;
+            result
+        },
+        |command, cfg| async move {
+            match command {
+                Command::ReplayLate { from, to } => replay_late(cfg, &from, &to).await,
+            }
+        },
+    )
     .await
 }

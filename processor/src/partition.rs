@@ -6,11 +6,12 @@
 //! an emission tagged with input offset `o` has the same content however
 //! often, and in whatever batches, offsets up to `o` are processed.
 
+use crate::changelog::format::{dedup_segment_key, window_key, StateRecord, StateValue, META_KEY};
+use crate::changelog::restore::{restore, RestoreError};
+use crate::changelog::slots::ChangelogSlots;
 use crate::dedup::{dedup_key, evicted_by, DedupStore};
-use crate::slots::ChangelogSlots;
 use crate::watermark::Watermark;
-use crate::window::{Window, WindowAssigner};
-use serde::{Deserialize, Serialize};
+use crate::window::{AggKey, Window, WindowAssigner, WindowState};
 use std::collections::{BTreeMap, BTreeSet};
 use weir_core::{Event, WindowAggregate};
 
@@ -37,53 +38,6 @@ pub enum Verdict {
     Late { watermark: i64 },
 }
 
-/// The dimensions one window row is keyed by.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AggKey {
-    pub tenant: String,
-    pub name: String,
-    pub channel: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyState {
-    pub count: i64,
-    pub users: BTreeSet<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowState {
-    pub window: Window,
-    pub keys: BTreeMap<AggKey, KeyState>,
-}
-
-/// A changelog entry for the compacted state topic. `value: None` is a
-/// tombstone. `upto` is the last input offset the entry reflects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateRecord {
-    pub key: String,
-    pub value: Option<Vec<u8>>,
-    pub upto: i64,
-}
-
-/// The values written under the state keys (see `changelog`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum StateValue {
-    Meta {
-        max_event_time: Option<i64>,
-    },
-    Dedup {
-        max_event_time: i64,
-        entries: Vec<(u128, i64)>,
-    },
-    Window(WindowState),
-    /// The instance that claimed the partition last (kept last in the enum:
-    /// postcard numbers variants by position).
-    Owner {
-        instance: String,
-    },
-}
-
 /// What a commit must write, drained from the state.
 #[derive(Debug, Default)]
 pub struct Drained {
@@ -96,17 +50,17 @@ pub struct Drained {
 
 #[derive(Debug)]
 pub struct PartitionState {
-    pub(crate) partition: i32,
-    pub(crate) rules: TimeRules,
-    pub(crate) watermark: Watermark,
-    pub(crate) dedup: DedupStore,
+    partition: i32,
+    rules: TimeRules,
+    watermark: Watermark,
+    dedup: DedupStore,
     /// Open windows per spec (0 is the primary), by start.
-    pub(crate) windows: Vec<BTreeMap<i64, WindowState>>,
+    windows: Vec<BTreeMap<i64, WindowState>>,
     /// Dedup segments already in the changelog: first offset → max event time.
-    pub(crate) segments: BTreeMap<i64, i64>,
-    pub(crate) last_offset: Option<i64>,
+    segments: BTreeMap<i64, i64>,
+    last_offset: Option<i64>,
     /// Which changelog key each state key's next version goes under.
-    pub(crate) slots: ChangelogSlots,
+    slots: ChangelogSlots,
     dirty: BTreeSet<(usize, i64)>,
     closed: Vec<(usize, i64)>,
     finals: Vec<(usize, WindowAggregate)>,
@@ -133,6 +87,46 @@ impl PartitionState {
             pending_from: None,
             meta_dirty: false,
         }
+    }
+
+    /// Rebuilds the state of `partition` from its changelog `records` as of
+    /// `committed` (the next offset to consume; `None` when the group never
+    /// committed, so nothing is valid).
+    pub fn restore(
+        partition: i32,
+        rules: TimeRules,
+        records: impl IntoIterator<Item = StateRecord>,
+        committed: Option<i64>,
+    ) -> Result<Self, RestoreError> {
+        Self::restore_into(DedupStore::new(), partition, rules, records, committed)
+    }
+
+    /// `restore`, with the dedup ids loaded into `dedup` (a spilling store, say).
+    pub fn restore_into(
+        mut dedup: DedupStore,
+        partition: i32,
+        rules: TimeRules,
+        records: impl IntoIterator<Item = StateRecord>,
+        committed: Option<i64>,
+    ) -> Result<Self, RestoreError> {
+        let mut state = Self::new(partition, rules);
+        if let Some(committed) = committed {
+            let restored = restore(state.windows.len(), &mut dedup, records, committed)?;
+            state.windows = restored.windows;
+            state.segments = restored.segments;
+            state.slots = restored.slots;
+            state.watermark =
+                Watermark::restored(state.rules.out_of_orderness_ms, restored.max_event_time);
+            dedup.evict_before(
+                state
+                    .watermark
+                    .current()
+                    .saturating_sub(state.rules.dedup_horizon_ms),
+            );
+            state.last_offset = (committed > 0).then(|| committed - 1);
+        }
+        state.dedup = dedup;
+        Ok(state)
     }
 
     pub fn watermark(&self) -> i64 {
@@ -264,11 +258,8 @@ impl PartitionState {
         let Some(upto) = self.last_offset else {
             return out;
         };
-        let record = |key: String, value: Option<StateValue>| StateRecord {
-            key,
-            value: value.map(|v| postcard::to_stdvec(&v).expect("state serialises")),
-            upto,
-        };
+        let record =
+            |key: String, value: Option<StateValue>| StateRecord::new(key, value.as_ref(), upto);
         for (spec, start) in std::mem::take(&mut self.dirty) {
             let state = &self.windows[spec][&start];
             for row in rows(state, self.partition, upto, false) {
@@ -329,32 +320,6 @@ impl PartitionState {
     }
 }
 
-pub(crate) const META_KEY: &str = "meta";
-pub(crate) const OWNER_KEY: &str = "owner";
-
-/// `win/<start>` for the primary windows (as before there were more specs),
-/// `win<spec>/<start>` for the others.
-pub(crate) fn window_key(spec: usize, start: i64) -> String {
-    if spec == 0 {
-        format!("win/{start}")
-    } else {
-        format!("win{spec}/{start}")
-    }
-}
-
-/// The spec of a window key, if `key` is one.
-pub(crate) fn window_spec(key: &str) -> Option<usize> {
-    let (head, _) = key.split_once('/')?;
-    match head.strip_prefix("win")? {
-        "" => Some(0),
-        n => n.parse().ok().filter(|&n| n > 0),
-    }
-}
-
-pub(crate) fn dedup_segment_key(from: i64) -> String {
-    format!("dedup/{from}")
-}
-
 fn rows(
     state: &WindowState,
     partition: i32,
@@ -374,3 +339,6 @@ fn rows(
         is_final,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,13 +15,13 @@
 
 use crate::config::ProcessorConfig;
 use crate::window::WindowAssigner;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_core::codec::Codec;
+use weir_core::headers::{Header, RecordHeaders};
+use weir_core::topic_reader::{read_to_end, Isolation};
 use weir_core::{Event, WindowAggregate};
 
 /// The `input_partition` of correction rows: far above any real partition.
@@ -134,26 +134,14 @@ pub async fn run(cfg: &ProcessorConfig, from: i64, to: i64) -> anyhow::Result<Su
         }
         in_range += 1;
         let start = assigner.assign(e.timestamp).next().map_or(0, |w| w.start);
-        let mut h = OwnedHeaders::new();
-        if let Some(tp) = headers {
-            h = h.insert(Header {
-                key: weir_core::trace_context::HEADER,
-                value: Some(tp.as_str()),
-            });
-        }
-        let h = h
-            .insert(Header {
-                key: "weir-window-start",
-                value: Some(&start.to_string()),
-            })
-            .insert(Header {
-                key: "weir-replayed",
-                value: Some("late"),
-            });
+        let h = RecordHeaders::new()
+            .with_some(Header::TraceParent, headers.as_deref())
+            .with(Header::WindowStart, start)
+            .with(Header::Replayed, "late");
         let record = FutureRecord::to(&cfg.topics.clean)
             .key(e.event_id.as_bytes())
             .payload(payload)
-            .headers(h);
+            .headers(h.to_kafka());
         producer
             .send(record, timeout)
             .await
@@ -161,12 +149,9 @@ pub async fn run(cfg: &ProcessorConfig, from: i64, to: i64) -> anyhow::Result<Su
     }
     for agg in &rows {
         let payload = codec.encode_aggregate(agg).await?;
-        let key = format!(
-            "{}/{}/{}/{}",
-            agg.tenant, agg.name, agg.channel, agg.window_start
-        );
+        let key = agg.kafka_key();
         let record = FutureRecord::to(&cfg.topics.aggregates)
-            .key(key.as_bytes())
+            .key(&key)
             .payload(&payload);
         producer
             .send(record, timeout)
@@ -180,80 +165,31 @@ pub async fn run(cfg: &ProcessorConfig, from: i64, to: i64) -> anyhow::Result<Su
     })
 }
 
-/// Every record of `topic` up to its current end (read_committed), and the
-/// sum of the partitions' end offsets: how much of the topic was read.
+/// A record of the late topic: its payload and trace context.
 type LateRecord = (Vec<u8>, Option<String>);
 
+/// Every record of `topic` up to its current end (read_committed), and the
+/// sum of the partitions' end offsets: how much of the topic was read.
 fn read_all(
     kafka: &weir_core::kafka::KafkaConfig,
     topic: &str,
 ) -> anyhow::Result<(Vec<LateRecord>, i64)> {
-    let consumer: BaseConsumer = kafka
-        .client_config(&[
-            ("group.id", "weir-replay-late"),
-            ("enable.auto.commit", "false"),
-            ("isolation.level", "read_committed"),
-        ])
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .first()
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .unwrap_or_default();
-    anyhow::ensure!(!partitions.is_empty(), "topic {topic} does not exist");
-    let mut ends = BTreeMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        if high > low {
-            ends.insert(p, high);
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
-    }
-    let seq = ends.values().sum();
-    consumer.assign(&tpl)?;
     let mut out = vec![];
-    let mut last_progress = Instant::now();
-    while !ends.is_empty() {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                last_progress = Instant::now();
-                let tp =
-                    weir_core::kafka::header_str(m.headers(), weir_core::trace_context::HEADER)
-                        .map(str::to_string);
-                if let Some(payload) = m.payload() {
-                    out.push((payload.to_vec(), tp));
-                }
-                if ends
-                    .get(&m.partition())
-                    .is_some_and(|&end| m.offset() + 1 >= end)
-                {
-                    ends.remove(&m.partition());
-                }
+    let ends = read_to_end(
+        kafka,
+        "weir-replay-late",
+        topic,
+        None,
+        Isolation::ReadCommitted,
+        |m| {
+            if let Some(payload) = m.payload() {
+                let tp = Header::TraceParent.read(m.headers()).map(str::to_string);
+                out.push((payload.to_vec(), tp));
             }
-            Some(Err(e)) => tracing::warn!(error = %e, "reading the late topic"),
-            None => {
-                // The end offset may be a transaction marker, which is never
-                // delivered: the position says when a partition is done.
-                let position = consumer.position()?;
-                for e in position.elements_for_topic(topic) {
-                    if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&e.partition()))
-                    {
-                        if o >= end {
-                            ends.remove(&e.partition());
-                        }
-                    }
-                }
-                anyhow::ensure!(
-                    last_progress.elapsed() < Duration::from_secs(30),
-                    "no progress reading {topic} for 30 s (an open transaction?); partitions left: {:?}",
-                    ends.keys().collect::<Vec<_>>()
-                );
-            }
-        }
-    }
-    Ok((out, seq))
+            Ok(())
+        },
+    )?;
+    Ok((out, ends.values().sum()))
 }
 
 #[cfg(test)]

@@ -1,21 +1,21 @@
 //! The processor's imperative shell: consume, run the pure core, produce,
-//! commit; restore a partition's state when it is assigned; rewind on error.
+//! commit. A record's bytes go in, `routing` says where its copy goes, and
+//! the window rows and changelog a commit drains go out; `assignment`
+//! restores a partition's state when it is assigned and rewinds on error.
 //!
 //! One batch is one transaction (`exactly_once`) or one ordered flush. On any
 //! failure the batch is aborted, in-memory state dropped, and every assigned
 //! partition is re-read from its committed offset and changelog.
 
-use crate::changelog;
+use crate::changelog::kafka::state_record;
 use crate::config::ProcessorConfig;
-use crate::dedup::DedupStore;
-use crate::partition::{PartitionState, StateRecord, TimeRules, Verdict};
-use crate::restore::{self, state_record};
+use crate::partition::{PartitionState, TimeRules};
+use crate::routing::{self, Origin, Output};
 use crate::sink::{Mode, OutRecord, OutputSink};
-use crate::spill::RedbColdStore;
 use crate::watermark;
 use crate::window::WindowAssigner;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use weir_core::codec::{Codec, CodecError};
-use weir_core::kafka::header_str;
-use weir_core::ops::Readiness;
+use weir_core::headers::Header;
+use weir_core::health::Component;
 use weir_core::topics::{ensure_topics, TopicSpec};
 use weir_core::trace_context;
 
@@ -50,26 +50,27 @@ impl ConsumerContext for RebalanceContext {
     }
 }
 
-struct Part {
-    state: PartitionState,
+/// An assigned partition this instance is processing.
+pub(crate) struct Part {
+    pub(crate) state: PartitionState,
     /// The next input offset to process.
-    next: i64,
-    last_input: Instant,
-    touched: bool,
+    pub(crate) next: i64,
+    pub(crate) last_input: Instant,
+    pub(crate) touched: bool,
 }
 
 pub struct Processor {
-    cfg: ProcessorConfig,
-    rules: TimeRules,
+    pub(crate) cfg: ProcessorConfig,
+    pub(crate) rules: TimeRules,
     codec: Codec,
-    consumer: StreamConsumer<RebalanceContext>,
-    sink: OutputSink,
+    pub(crate) consumer: StreamConsumer<RebalanceContext>,
+    pub(crate) sink: OutputSink,
     /// Writes owner claims to the changelog, outside any transaction.
-    claims: FutureProducer,
+    pub(crate) claims: FutureProducer,
     /// The output topic of each extra window spec, in order.
     extra_topics: Vec<String>,
-    parts: HashMap<i32, Part>,
-    batch_len: usize,
+    pub(crate) parts: HashMap<i32, Part>,
+    pub(crate) batch_len: usize,
 }
 
 impl Processor {
@@ -186,10 +187,10 @@ impl Processor {
     /// Runs until `shutdown`; commits the batch in hand before returning.
     pub async fn run(
         mut self,
-        ready: Readiness,
+        ready: Component,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        ready.set(true);
+        ready.ready();
         let interval = Duration::from_millis(self.cfg.commit_interval_ms);
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
@@ -198,7 +199,7 @@ impl Processor {
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "batch failed; aborting and rewinding to the last commit");
                     metrics::counter!("weir_processor_aborts_total").increment(1);
-                    ready.set(false);
+                    ready.not_ready(format!("rewinding to the last commit after: {e:#}"));
                     if let Err(e) = self.rewind().await {
                         tracing::error!(error = %format!("{e:#}"), "rewind failed");
                     }
@@ -207,11 +208,11 @@ impl Processor {
                         _ = shutdown.cancelled() => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
-                    ready.set(true);
+                    ready.ready();
                 }
             }
         }
-        ready.set(false);
+        ready.not_ready("stopped");
         self.sink.flush();
         tracing::info!("processor stopped");
         Ok(())
@@ -287,11 +288,11 @@ impl Processor {
         }
         part.last_input = Instant::now();
         let topics = &self.cfg.topics;
-        let source = || format!("{}/{p}/{offset}", topics.raw);
+        let source = format!("{}/{p}/{offset}", topics.raw);
         // With traces exported, the record gets a span in its caller's trace
         // and its copies carry that span onward; otherwise every copy keeps
         // the caller's context unchanged.
-        let incoming = header_str(msg.headers(), trace_context::HEADER);
+        let incoming = Header::TraceParent.read(msg.headers());
         let span = match incoming {
             Some(_) if weir_core::telemetry::traces_exported() => {
                 let span = tracing::info_span!(
@@ -306,51 +307,43 @@ impl Processor {
             _ => tracing::Span::none(),
         };
         let traceparent = trace_context::outgoing(&span, incoming);
-        let base = || match &traceparent {
-            Some(tp) => OwnedHeaders::new().insert(header(trace_context::HEADER, tp)),
-            None => OwnedHeaders::new(),
-        };
-        // Where the record goes: (verdict, and the topic, key and headers of its copy, if any).
-        let (verdict, routed) = match self.codec.decode_event(msg.payload()).await {
-            Ok(event) => {
-                let key = event.event_id.clone().into_bytes();
-                match part.state.process(offset, &event) {
-                    Verdict::Accepted { window_start } => {
-                        let h =
-                            base().insert(header("weir-window-start", &window_start.to_string()));
-                        ("accepted", Some((&topics.clean, key, h)))
-                    }
-                    Verdict::Duplicate => ("duplicate", None),
-                    Verdict::Late { watermark } => {
-                        let h = base()
-                            .insert(header("weir-reason", "later than the allowed lateness"))
-                            .insert(header("weir-watermark", &watermark.to_string()))
-                            .insert(header("weir-source", &source()));
-                        ("late", Some((&topics.late, key, h)))
-                    }
-                }
-            }
+        let decoded = match self.codec.decode_event(msg.payload()).await {
+            Ok(event) => Ok(event),
             Err(CodecError::Invalid(reason)) => {
                 tracing::warn!(partition = p, offset, %reason, "poison record sent to the invalid topic");
-                let key = msg.key().map(<[u8]>::to_vec).unwrap_or_default();
-                let h = base()
-                    .insert(header("weir-error", &reason))
-                    .insert(header("weir-source", &source()));
-                ("invalid", Some((&topics.invalid, key, h)))
+                Err(reason)
             }
             Err(e @ CodecError::Unavailable(_)) => return Err(e.into()),
         };
+        let origin = Origin {
+            source: &source,
+            traceparent: traceparent.as_deref(),
+        };
+        let routed = routing::route(
+            &mut part.state,
+            offset,
+            decoded.as_ref().map_err(String::as_str),
+            origin,
+        );
         part.next = offset + 1;
         part.touched = true;
-        span.record("verdict", verdict);
-        metrics::counter!("weir_processor_events_total", "verdict" => verdict).increment(1);
-        if let Some((topic, key, headers)) = routed {
+        span.record("verdict", routed.verdict);
+        metrics::counter!("weir_processor_events_total", "verdict" => routed.verdict).increment(1);
+        if let Some(route) = routed.route {
+            let topic = match route.to {
+                Output::Clean => &topics.clean,
+                Output::Late => &topics.late,
+                Output::Invalid => &topics.invalid,
+            };
+            let key = route
+                .key
+                .unwrap_or_else(|| msg.key().map(<[u8]>::to_vec).unwrap_or_default());
             let out = OutRecord {
                 topic: topic.clone(),
                 partition: None,
                 key,
                 payload: msg.payload().map(<[u8]>::to_vec),
-                headers,
+                headers: route.headers.to_kafka(),
             };
             self.sink.send_output(out).await?;
         }
@@ -394,19 +387,13 @@ impl Processor {
         }
         for (topic, agg) in aggregates {
             let payload = self.codec.encode_aggregate_to(&topic, &agg).await?;
-            let key = format!(
-                "{}/{}/{}/{}",
-                agg.tenant, agg.name, agg.channel, agg.window_start
-            )
-            .into_bytes();
-            let headers = OwnedHeaders::new();
             self.sink
                 .send_output(OutRecord {
                     topic,
                     partition: None,
-                    key,
+                    key: agg.kafka_key(),
                     payload: Some(payload),
-                    headers,
+                    headers: OwnedHeaders::new(),
                 })
                 .await?;
         }
@@ -463,131 +450,6 @@ impl Processor {
             }
         }
         metrics::gauge!("weir_processor_consumer_lag").set(lag as f64);
-    }
-
-    /// Loads partition `p` as of its committed offset.
-    #[tracing::instrument(name = "restore_partition", skip(self))]
-    async fn restore(&self, p: i32) -> anyhow::Result<Part> {
-        let started = Instant::now();
-        let committed = self.committed_offset(p)?;
-        let kafka = self.cfg.kafka.clone();
-        let topic = self.cfg.topics.state.clone();
-        let prefix = format!("{p}/");
-        let records = tokio::task::spawn_blocking(move || {
-            restore::read_partition(&kafka, &topic, p, &prefix)
-        })
-        .await??;
-        let n = records.len();
-        self.claim(p, &records, committed).await?;
-        let dedup = if self.cfg.dedup_max_memory_keys > 0 {
-            let dir = std::path::Path::new(&self.cfg.dedup_spill_dir).join(&self.cfg.instance_id);
-            let cold = RedbColdStore::create(&dir, p)?;
-            DedupStore::spilling(Box::new(cold), self.cfg.dedup_max_memory_keys)
-        } else {
-            DedupStore::new()
-        };
-        let state = changelog::restore_into(dedup, p, self.rules.clone(), records, committed)?;
-        let next = match committed {
-            Some(c) => c,
-            None => {
-                self.consumer
-                    .fetch_watermarks(&self.cfg.topics.raw, p, Duration::from_secs(10))?
-                    .0
-            }
-        };
-        let secs = started.elapsed().as_secs_f64();
-        metrics::histogram!("weir_processor_restore_seconds").record(secs);
-        tracing::info!(partition = p, committed = ?committed, changelog_records = n, dedup_keys = state.dedup_len(), open_windows = state.open_windows(), counted_in_open_windows = state.open_window_counts().iter().map(|w| w.1).sum::<i64>(), seconds = secs, "partition state restored");
-        Ok(Part {
-            state,
-            next,
-            last_input: Instant::now(),
-            touched: false,
-        })
-    }
-
-    /// Makes this instance the recorded owner of partition `p` before it
-    /// processes any of it. If another instance claimed it last, it may have
-    /// died inside a transaction, which some brokers (nisshi 0.7) never time
-    /// out: it stalls every read_committed reader of the outputs until that
-    /// transactional.id initialises again, which a dead instance never does.
-    /// So the new owner does it once, ending that transaction (and fencing
-    /// the previous owner, if it still lives: it then starts a new producer).
-    async fn claim(
-        &self,
-        p: i32,
-        records: &[StateRecord],
-        committed: Option<i64>,
-    ) -> anyhow::Result<()> {
-        let me = &self.cfg.instance_id;
-        let previous = changelog::last_owner(records);
-        if previous.as_deref() == Some(me.as_str()) {
-            return Ok(());
-        }
-        if let (Some(previous), Mode::ExactlyOnce) = (&previous, self.sink.mode()) {
-            OutputSink::end_dangling_transaction(&self.cfg, previous).await?;
-            tracing::info!(
-                partition = p,
-                previous,
-                "ended the previous owner's open transaction"
-            );
-        }
-        let claim = changelog::owner_record(me, committed.map_or(-1, |c| c - 1));
-        let record = state_record(&self.cfg.topics.state, p, claim);
-        self.claims
-            .send(record.to_future_record(), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("recording the owner of partition {p}: {e}"))?;
-        Ok(())
-    }
-
-    fn committed_offset(&self, p: i32) -> anyhow::Result<Option<i64>> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.cfg.topics.raw, p);
-        let got = tokio::task::block_in_place(|| {
-            self.consumer
-                .committed_offsets(tpl, Duration::from_secs(10))
-        })?;
-        Ok(got.elements().first().and_then(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }))
-    }
-
-    /// Aborts the batch and positions every assigned partition at its
-    /// committed offset; state is restored again on the next record.
-    async fn rewind(&mut self) -> anyhow::Result<()> {
-        self.batch_len = 0;
-        let parts: Vec<i32> = self.parts.drain().map(|(p, _)| p).collect();
-        // Abort what can be aborted, then always start a new producer: its
-        // init_transactions bumps the epoch and ends whatever the old one left
-        // open, and no sequence state of the failed batch leaks into the next
-        // (a producer that merely aborted can still fail its next batch with
-        // "skipped sequence numbers"; the mock-cluster tests show it).
-        if let Err(e) = self.sink.abort() {
-            tracing::warn!(error = %e, fatal = ?self.sink.fatal_error(), "abort failed");
-        }
-        self.sink = OutputSink::build(&self.cfg).await?;
-        for p in parts {
-            let offset = match self.committed_offset(p)? {
-                Some(o) => Offset::Offset(o),
-                None => Offset::Beginning,
-            };
-            if let Err(e) =
-                self.consumer
-                    .seek(&self.cfg.topics.raw, p, offset, Duration::from_secs(10))
-            {
-                tracing::warn!(partition = p, error = %e, "seek failed; the partition restarts from its committed offset on the next assignment");
-            }
-        }
-        Ok(())
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
     }
 }
 

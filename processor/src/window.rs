@@ -1,14 +1,39 @@
-//! Event-time windows: which windows an event time falls into.
+//! Event-time windows: which windows an event time falls into, and what an
+//! open window holds.
 //!
 //! Tumbling windows are hopping windows whose advance equals their size.
 //! Windows are aligned to the epoch, `[start, start + size)`.
 
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Window {
     pub start: i64,
     pub end: i64,
+}
+
+/// The dimensions one window row is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AggKey {
+    pub tenant: String,
+    pub name: String,
+    pub channel: String,
+}
+
+/// One key's count and distinct users in a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    pub count: i64,
+    pub users: BTreeSet<String>,
+}
+
+/// An open window: what it has counted so far, per key. Written to the
+/// changelog as it is (see `changelog::format`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowState {
+    pub window: Window,
+    pub keys: BTreeMap<AggKey, KeyState>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

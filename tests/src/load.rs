@@ -1,9 +1,8 @@
 //! Test traffic with known answers: a seeded mix of unique, duplicate and
 //! late events, posted in batches, and readers for what comes out.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -195,79 +194,37 @@ pub struct Record {
 
 /// Every record in `topic` (read_committed), read to the end.
 pub fn topic_records(brokers: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "weir-test-reader")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0;
-    for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-            remaining += 1;
-        }
-    }
+    let kafka = weir_core::kafka::KafkaConfig {
+        brokers: brokers.to_string(),
+        ..Default::default()
+    };
     let mut records = Vec::new();
-    if remaining == 0 {
-        return Ok(records);
-    }
-    let highs: std::collections::HashMap<i32, i64> = partitions
-        .iter()
-        .map(|&p| {
-            (
-                p,
-                consumer
-                    .fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .map(|w| w.1)
-                    .unwrap_or(0),
-            )
-        })
-        .collect();
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m?;
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+    weir_core::topic_reader::read_to_end(
+        &kafka,
+        "weir-test-reader",
+        topic,
+        None,
+        weir_core::topic_reader::Isolation::ReadCommitted,
+        |m| {
             let headers = m
                 .headers()
                 .map(|h| {
                     h.iter()
                         .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
+                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_string(), value.into_owned())
                         })
                         .collect()
                 })
                 .unwrap_or_default();
             records.push(Record {
-                key,
+                key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
                 payload: m.payload().unwrap_or_default().to_vec(),
                 headers,
             });
-            continue;
-        }
-        // Positions move past transaction markers too, which are never delivered.
-        let pos = consumer.position()?;
-        let behind = pos.elements().iter().any(|e| match e.offset() {
-            Offset::Offset(o) => o < highs[&e.partition()],
-            _ => true,
-        });
-        anyhow::ensure!(
-            !behind || Instant::now() < deadline,
-            "timed out reading {topic}"
-        );
-        if !behind {
-            break;
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok(records)
 }
 

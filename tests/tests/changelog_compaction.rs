@@ -11,8 +11,9 @@ use rdkafka::producer::{FutureProducer, Producer};
 use std::time::{Duration, Instant};
 use weir_core::kafka::KafkaConfig;
 use weir_core::topics::{ensure_topics, TopicSpec};
-use weir_processor::partition::{PartitionState, StateRecord, TimeRules};
-use weir_processor::restore::{read_partition, state_record};
+use weir_processor::changelog::kafka::{read_partition, state_record};
+use weir_processor::changelog::StateRecord;
+use weir_processor::partition::{PartitionState, TimeRules};
 use weir_processor::window::WindowAssigner;
 use weir_tests::stack::Broker;
 
@@ -50,7 +51,9 @@ async fn write_batch(producer: &FutureProducer, state: &mut PartitionState) {
     assert!(!changelog.is_empty(), "the batch changed state");
     for r in changelog {
         let unslotted = StateRecord {
-            key: weir_processor::slots::Slot::parse(&r.key).0.to_string(),
+            key: weir_processor::changelog::slots::Slot::parse(&r.key)
+                .0
+                .to_string(),
             ..r.clone()
         };
         for (topic, r) in [(STATE, r), (UNSLOTTED, unslotted)] {
@@ -141,13 +144,8 @@ async fn committed_state_survives_a_broker_that_compacts_an_open_transaction() {
     let restore = |topic: &'static str| {
         let kafka = kafka.clone();
         async move {
-            weir_processor::changelog::restore(
-                0,
-                rules(),
-                read(&kafka, topic).await,
-                Some(committed),
-            )
-            .expect("the changelog restores")
+            PartitionState::restore(0, rules(), read(&kafka, topic).await, Some(committed))
+                .expect("the changelog restores")
         }
     };
     let mut expected = PartitionState::new(0, rules());

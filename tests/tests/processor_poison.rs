@@ -4,6 +4,7 @@
 //! events around them are counted.
 
 use std::time::{Duration, Instant};
+use weir_core::headers::Header;
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
 use weir_tests::load::{now_ms, topic_records};
@@ -91,7 +92,7 @@ async fn poison_records_are_dead_lettered_and_good_ones_counted() {
         let error = r
             .headers
             .iter()
-            .find(|(k, _)| k == "weir-error")
+            .find(|(k, _)| k == Header::Error.name())
             .map(|(_, v)| v.as_str());
         assert!(
             error.is_some_and(|e| !e.is_empty()),
@@ -101,7 +102,7 @@ async fn poison_records_are_dead_lettered_and_good_ones_counted() {
         assert!(r
             .headers
             .iter()
-            .any(|(k, v)| k == "weir-source" && v.starts_with("events.raw/")));
+            .any(|(k, v)| k == Header::Source.name() && v.starts_with("events.raw/")));
     }
     assert_eq!(
         processor

@@ -273,7 +273,11 @@ async fn restore_1m(stack: &Stack) -> anyhow::Result<(usize, f64)> {
         state.process(i, &e);
         if (i + 1) % 5_000 == 0 {
             for r in state.drain().changelog {
-                records.push(weir_processor::restore::state_record("bench.state", 0, r));
+                records.push(weir_processor::changelog::kafka::state_record(
+                    "bench.state",
+                    0,
+                    r,
+                ));
             }
             state.changelog_committed();
         }
@@ -287,10 +291,10 @@ async fn restore_1m(stack: &Stack) -> anyhow::Result<(usize, f64)> {
     let started = Instant::now();
     let kafka = cfg.kafka.clone();
     let read = tokio::task::spawn_blocking(move || {
-        weir_processor::restore::read_partition(&kafka, "bench.state", 0, "0/")
+        weir_processor::changelog::kafka::read_partition(&kafka, "bench.state", 0, "0/")
     })
     .await??;
-    let restored = weir_processor::changelog::restore(0, rules, read, Some(n))?;
+    let restored = PartitionState::restore(0, rules, read, Some(n))?;
     Ok((restored.dedup_len(), started.elapsed().as_secs_f64()))
 }
 

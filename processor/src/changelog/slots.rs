@@ -18,7 +18,7 @@
 //! other slot still holds the older value, so the next batch tombstones that
 //! slot too, and the key is forgotten.
 
-use crate::partition::StateRecord;
+use super::format::StateRecord;
 use std::collections::HashMap;
 
 const SLOT_1_SUFFIX: &str = "#1";

@@ -1,6 +1,7 @@
-//! Writes accepted events to `events.raw`: Avro through the registry, keyed by
-//! `event_id`, idempotent producer with acks=all. `publish` returns only once
-//! Kafka has acknowledged every event, which is when ingest may answer 2xx.
+//! `KafkaSink`, the production `EventSink`: writes accepted events to
+//! `events.raw`, Avro through the registry, keyed by `event_id`, idempotent
+//! producer with acks=all. `publish` returns only once Kafka has acknowledged
+//! every event, which is when ingest may answer 2xx.
 //!
 //! An idempotent producer can be left unusable by a broker that lost its
 //! producer state (a restart, a failover): every send then fails the same
@@ -9,27 +10,20 @@
 //! so their clients resend them with the same ids and nothing is lost.
 
 use crate::acked_producer::{AckedProducer, SendError};
+use crate::sink::{BoxFuture, EventSink, PublishError};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::ClientConfig;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use std::time::Instant;
 use weir_core::codec::{Codec, CodecError};
-use weir_core::trace_context;
+use weir_core::headers::{Header, RecordHeaders};
+use weir_core::health::HealthCheck;
 use weir_core::Event;
 
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("schema registry unavailable: {0}")]
-    Registry(String),
-    #[error("event could not be encoded: {0}")]
-    Encode(String),
-    #[error("kafka did not acknowledge: {0}")]
-    Kafka(String),
-}
-
-pub struct EventPublisher {
+pub struct KafkaSink {
     config: ClientConfig,
     producer: RwLock<Arc<AckedProducer>>,
     last_rebuild: Mutex<Instant>,
@@ -41,7 +35,7 @@ pub struct EventPublisher {
 /// The shortest time between two producer rebuilds.
 const REBUILD_EVERY: Duration = Duration::from_secs(5);
 
-impl EventPublisher {
+impl KafkaSink {
     pub fn new(
         config: ClientConfig,
         codec: Codec,
@@ -96,22 +90,8 @@ impl EventPublisher {
         }
     }
 
-    /// Events handed to the producer that Kafka has not acknowledged yet.
-    pub fn in_flight(&self) -> usize {
-        self.producer().in_flight()
-    }
-
-    /// Whether Kafka and the registry both answer: what `/readyz` reports.
-    pub async fn dependencies_up(&self) -> bool {
-        let producer = self.producer();
-        let kafka =
-            tokio::task::spawn_blocking(move || producer.broker_answers(Duration::from_secs(2)));
-        let registry = self.codec.registry_reachable().await;
-        registry && kafka.await.unwrap_or(false)
-    }
-
     #[tracing::instrument(name = "kafka_publish", skip_all, fields(events = events.len()))]
-    pub async fn publish(
+    async fn publish_events(
         &self,
         events: &[Event],
         traceparent: Option<&str>,
@@ -125,10 +105,9 @@ impl EventPublisher {
         }
         let started = Instant::now();
         let headers = traceparent.map(|tp| {
-            OwnedHeaders::new().insert(Header {
-                key: trace_context::HEADER,
-                value: Some(tp),
-            })
+            RecordHeaders::new()
+                .with(Header::TraceParent, tp)
+                .to_kafka()
         });
         let records = events
             .iter()
@@ -147,13 +126,78 @@ impl EventPublisher {
         metrics::counter!("weir_ingest_events_published_total").increment(events.len() as u64);
         Ok(())
     }
+}
 
-    /// Waits up to `timeout` for every queued record to be acknowledged:
-    /// the last step of a graceful shutdown.
-    pub async fn flush(&self, timeout: Duration) -> bool {
+impl EventSink for KafkaSink {
+    fn publish<'a>(
+        &'a self,
+        events: &'a [Event],
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(self.publish_events(events, traceparent))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.producer().in_flight()
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, bool> {
         let producer = self.producer();
-        tokio::task::spawn_blocking(move || producer.flush(timeout))
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || producer.flush(timeout))
+                .await
+                .unwrap_or(false)
+        })
+    }
+
+    fn health_checks(self: Arc<Self>) -> Vec<Box<dyn HealthCheck>> {
+        vec![
+            Box::new(KafkaHealth(self.clone())),
+            Box::new(RegistryHealth(self)),
+        ]
+    }
+}
+
+/// The broker answers the producer; also refreshes the queue gauge.
+struct KafkaHealth(Arc<KafkaSink>);
+
+impl HealthCheck for KafkaHealth {
+    fn name(&self) -> String {
+        "kafka".into()
+    }
+
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        let producer = self.0.producer();
+        Box::pin(async move {
+            metrics::gauge!("weir_ingest_producer_queue_events").set(producer.in_flight() as f64);
+            let answers = tokio::task::spawn_blocking(move || {
+                producer.broker_answers(Duration::from_secs(2))
+            })
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+            answers
+                .then_some(())
+                .ok_or_else(|| "no broker answers".to_string())
+        })
+    }
+}
+
+/// The Schema Registry answers: events cannot be encoded without it.
+struct RegistryHealth(Arc<KafkaSink>);
+
+impl HealthCheck for RegistryHealth {
+    fn name(&self) -> String {
+        "schema_registry".into()
+    }
+
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            self.0
+                .codec
+                .registry_reachable()
+                .await
+                .then_some(())
+                .ok_or_else(|| "the schema registry does not answer".to_string())
+        })
     }
 }
