@@ -1,4 +1,4 @@
-//! Aggregator configuration, with the defaults documented in the README.
+//! Aggregator configuration, with the defaults documented in docs/configuration.md.
 
 use crate::namespaces::NamespaceTable;
 use serde::{Deserialize, Serialize};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The topics of the pipeline. Names are configurable so that several weirs
-/// can share a cluster; the defaults are the ones ARCHITECTURE.md names.
+/// can share a cluster; the defaults are the ones docs/architecture.md names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Topics {

@@ -1,4 +1,4 @@
-//! Ingest configuration, with the defaults documented in the README.
+//! Ingest configuration, with the defaults documented in docs/configuration.md.
 
 use serde::{Deserialize, Serialize};
 use weir_core::api_keys::AuthConfig;

@@ -1,4 +1,4 @@
-//! Processor configuration, with the defaults documented in the README.
+//! Processor configuration, with the defaults documented in docs/configuration.md.
 
 use serde::{Deserialize, Serialize};
 use weir_core::kafka::KafkaConfig;

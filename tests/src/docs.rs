@@ -1,9 +1,82 @@
-//! Checks of what weir tells its users against what it does: the OpenAPI
-//! `info` against the workspace's `Cargo.toml`, and the JSON body of a route
-//! that does not exist.
+//! What weir tells its users, read where tests can check it against what it
+//! does: the routes and metrics `docs/` documents, the OpenAPI `info` against
+//! the workspace's `Cargo.toml`, and the JSON body of a route that does not
+//! exist. Every test that checks docs against code reads them through here,
+//! so a doc that moves or changes shape breaks one place.
 
 use crate::stack::repo_root;
 use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// A file under the repository root, such as `docs/api.md`.
+pub fn read(path: &str) -> String {
+    std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The section of `path` under `heading` (a whole line, such as
+/// `## ingest`), up to the next heading of the same or a higher level.
+pub fn section(path: &str, heading: &str) -> String {
+    let text = read(path);
+    let level = heading.chars().take_while(|&c| c == '#').count();
+    let mut lines = text.lines().skip_while(|l| *l != heading);
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("{path} has no '{heading}' section"));
+    let mut out = vec![first];
+    let mut fenced = false;
+    for line in lines {
+        fenced ^= line.starts_with("```");
+        let hashes = line.chars().take_while(|&c| c == '#').count();
+        let ends = !fenced && (1..=level).contains(&hashes) && line[hashes..].starts_with(' ');
+        if ends {
+            break;
+        }
+        out.push(line);
+    }
+    out.join("\n")
+}
+
+/// The `METHOD /path` pairs a section of `docs/api.md` names, for the
+/// methods given (paths cut at `?`, `,` or `)`; methods lower-case).
+pub fn api_routes(heading: &str, methods: &[&str]) -> BTreeSet<(String, String)> {
+    let text = section("docs/api.md", heading);
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c == '`')
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .windows(2)
+        .filter(|p| methods.contains(&p[0]) && p[1].starts_with('/'))
+        .map(|p| {
+            let path = p[1].split(['?', ',', ')']).next().unwrap();
+            (p[0].to_lowercase(), path.to_string())
+        })
+        .collect()
+}
+
+/// The metrics table of `docs/operations.md`: (stage, metric name) for each
+/// name in each row.
+pub fn metrics() -> Vec<(String, String)> {
+    let text = section("docs/operations.md", "## Endpoints and metrics");
+    let mut out = vec![];
+    for line in text.lines().filter(|l| l.starts_with("| `weir_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        for name in cells[1].split('`').filter(|w| w.starts_with("weir_")) {
+            let name = name.split('{').next().unwrap();
+            out.push((cells[2].to_string(), name.to_string()));
+        }
+    }
+    assert!(
+        out.len() >= 20,
+        "docs/operations.md's metrics table went missing or changed shape: {out:?}"
+    );
+    out
+}
+
+/// The metric names `docs/operations.md` documents.
+pub fn metric_names() -> BTreeSet<String> {
+    metrics().into_iter().map(|(_, name)| name).collect()
+}
 
 /// The workspace's `[workspace.package]` table.
 fn workspace_package() -> toml::Table {

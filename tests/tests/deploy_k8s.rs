@@ -19,7 +19,7 @@
 //! Services, the HPA, the PodDisruptionBudgets and the ServiceMonitor reach
 //! what they name; the processor runs at most as many replicas as the
 //! partitions it is configured with; and every metric an alert uses is one
-//! README.md documents. The Alertmanager example is checked against the
+//! docs/operations.md documents. The Alertmanager example is checked against the
 //! alerts' labels.
 
 use base64::Engine as _;
@@ -1171,41 +1171,6 @@ fn check_service_monitor(r: &Rendered, p: &mut Problems) {
     }
 }
 
-/// The metric names README.md's metrics table documents.
-fn readme_metrics() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
-    let section = readme
-        .split("### Endpoints and metrics")
-        .nth(1)
-        .expect("README.md has an 'Endpoints and metrics' section");
-    let mut names = BTreeSet::new();
-    let mut in_table = false;
-    for line in section.lines() {
-        if line.starts_with("| metric") {
-            in_table = true;
-            continue;
-        }
-        if !in_table {
-            continue;
-        }
-        if !line.starts_with('|') {
-            break;
-        }
-        let first_cell = line.split('|').nth(1).unwrap_or_default();
-        for (i, part) in first_cell.split('`').enumerate() {
-            let metric = part.split('{').next().unwrap_or_default();
-            if i % 2 == 1 && metric.starts_with("weir_") {
-                names.insert(metric.to_string());
-            }
-        }
-    }
-    assert!(
-        names.len() >= 20,
-        "README.md's metrics table went missing or changed shape: {names:?}"
-    );
-    names
-}
-
 const AGGREGATIONS: [&str; 14] = [
     "sum",
     "min",
@@ -1434,7 +1399,7 @@ fn check_prometheus_rule(
                 });
                 for m in &scan.metrics {
                     p.check(documented(m, readme), || {
-                        format!("{actx}: metric {m} is not in README.md's metrics table")
+                        format!("{actx}: metric {m} is not in docs/operations.md's metrics table")
                     });
                 }
                 for agg in &scan.drops_namespace {
@@ -1596,7 +1561,7 @@ fn manifests_render_validate_and_keep_the_deployment_rules() {
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("WEIR_")) {
         std::env::remove_var(k);
     }
-    let readme = readme_metrics();
+    let readme = weir_tests::docs::metric_names();
     let known = known_keys();
     let mut p = Problems::default();
     let mut base_alerts = vec![];

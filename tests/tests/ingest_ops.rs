@@ -6,30 +6,11 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use weir_tests::load::{topic_keys, WRITE_KEY};
-use weir_tests::{repo_root, Stack};
+use weir_tests::Stack;
 
-/// `METHOD /path` pairs named in the README's ingest API section.
-fn readme_routes() -> BTreeSet<(String, String)> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme
-        .find("### ingest\n")
-        .expect("README has an ingest API section");
-    let end = start
-        + readme[start..]
-            .find("### aggregator")
-            .expect("and then the aggregator's");
-    let mut routes = BTreeSet::new();
-    let words: Vec<&str> = readme[start..end]
-        .split(|c: char| c.is_whitespace() || c == '`')
-        .filter(|w| !w.is_empty())
-        .collect();
-    for pair in words.windows(2) {
-        if matches!(pair[0], "GET" | "POST") && pair[1].starts_with('/') {
-            let path = pair[1].split(['?', ',', ')']).next().unwrap();
-            routes.insert((pair[0].to_lowercase(), path.to_string()));
-        }
-    }
-    routes
+/// `METHOD /path` pairs named in docs/api.md's ingest section.
+fn documented_routes() -> BTreeSet<(String, String)> {
+    weir_tests::docs::api_routes("## ingest", &["GET", "POST"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,8 +69,8 @@ async fn the_openapi_spec_matches_the_routes_and_the_readme() {
             }
         }
     }
-    // The routes the README documents are exactly the ones in the spec.
-    assert_eq!(readme_routes(), documented);
+    // The routes docs/api.md documents are exactly the ones in the spec.
+    assert_eq!(documented_routes(), documented);
     // A path that is not in the spec is not served either, and says so in JSON.
     let status = http
         .post(ingest.url("/v1/event"))
@@ -151,7 +132,7 @@ async fn metrics_are_documented_and_old_events_are_flagged() {
     assert_eq!(v["rejected"].as_array().unwrap().len(), 2);
 
     let text = ingest.metrics_text().await;
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let metric_docs = weir_tests::docs::metric_names();
     for (name, must_contain) in [
         (
             "weir_ingest_requests_total",
@@ -179,7 +160,10 @@ async fn metrics_are_documented_and_old_events_are_flagged() {
             "/metrics has no {name} with {must_contain}:\n{text}"
         );
         let base = name.trim_end_matches("_bucket");
-        assert!(readme.contains(base), "README does not document {base}");
+        assert!(
+            metric_docs.contains(base),
+            "docs/operations.md does not document {base}"
+        );
     }
     assert_eq!(
         ingest.metric("weir_ingest_events_published_total").await,

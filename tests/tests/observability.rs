@@ -4,7 +4,7 @@
 //! event, sent with a client's `traceparent`, must form one trace: ingest's
 //! request spans under the client's, the processor's span as their child
 //! (through the Kafka record's header), and the aggregator's span as the
-//! processor's child. And every metric the README documents for a stage is on
+//! processor's child. And every metric docs/operations.md documents for a stage is on
 //! that stage's `/metrics`.
 
 use serde_json::json;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_tests::load::WRITE_KEY;
 use weir_tests::stack::free_port;
-use weir_tests::{repo_root, Stack, Stage};
+use weir_tests::{Stack, Stage};
 
 /// A span as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -230,20 +230,6 @@ async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
     documented_metrics_are_exported(&ingest, &processor, &aggregator).await;
 }
 
-/// The README's metrics table: (stage, metric names) per row.
-fn documented_metrics() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let mut out = vec![];
-    for line in readme.lines().filter(|l| l.starts_with("| `weir_")) {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        for name in cells[1].split('`').filter(|w| w.starts_with("weir_")) {
-            let name = name.split('{').next().unwrap();
-            out.push((cells[2].to_string(), name.to_string()));
-        }
-    }
-    out
-}
-
 async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggregator: &Stage) {
     // Traffic that makes the labelled counters appear: a rejected event, an
     // old one (flagged), a malformed request, an unauthorized query.
@@ -274,8 +260,7 @@ async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggr
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let documented = documented_metrics();
-    assert!(documented.len() > 20, "the README's metrics table is found");
+    let documented = weir_tests::docs::metrics();
     // One page per stage, read after the traffic above.
     let mut pages = BTreeMap::new();
     for (stage, at) in [
@@ -288,14 +273,14 @@ async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggr
     for (stage, name) in documented {
         let text = pages
             .get(stage.as_str())
-            .unwrap_or_else(|| panic!("{name}: unknown stage {stage:?} in the README"));
+            .unwrap_or_else(|| panic!("{name}: unknown stage {stage:?} in docs/operations.md"));
         let exported = text.lines().any(|l| {
             l.strip_prefix(name.as_str())
                 .is_some_and(|rest| rest.starts_with([' ', '{', '_']))
         });
         assert!(
             exported,
-            "{stage} does not export {name}, which the README documents"
+            "{stage} does not export {name}, which docs/operations.md documents"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! The aggregator's metrics routes and what surrounds them, on the real
 //! pipeline: rolling windows and daily, weekly and monthly active users equal
 //! to a reference computed here; read keys (none, a write key, another
-//! tenant); the OpenAPI spec against the routes and the README; dead-lettered
+//! tenant); the OpenAPI spec against the routes and docs/api.md; dead-lettered
 //! records in `dead_letters`; and an extended `ns_cart` table whose config
 //! gains columns between two starts.
 
@@ -438,33 +438,21 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
         .count();
     assert_eq!(recorded, format!("2\t{files}"));
 
-    openapi_matches_routes_and_readme(&aggregator).await;
+    openapi_matches_routes_and_docs(&aggregator).await;
 }
 
-/// `GET /path` pairs named in the README's aggregator API section.
-fn readme_routes() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let start = readme
-        .find("### aggregator")
-        .expect("README has an aggregator API section");
-    let end = start
-        + readme[start..]
-            .find("\n## ")
-            .expect("and a section after it");
-    let words: Vec<&str> = readme[start..end]
-        .split(|c: char| c.is_whitespace() || c == '`')
-        .filter(|w| !w.is_empty())
-        .collect();
-    words
-        .windows(2)
-        .filter(|p| p[0] == "GET" && p[1].starts_with("/v1/"))
-        .map(|p| p[1].split(['?', ',', ')']).next().unwrap().to_string())
+/// The `GET /v1/...` paths named in docs/api.md's query API section.
+fn documented_routes() -> BTreeSet<String> {
+    weir_tests::docs::api_routes("## aggregator: the query API", &["GET"])
+        .into_iter()
+        .map(|(_, path)| path)
+        .filter(|path| path.starts_with("/v1/"))
         .collect()
 }
 
 /// Every documented operation is served and answers only statuses its own
-/// documentation lists; the README names exactly the spec's paths.
-async fn openapi_matches_routes_and_readme(aggregator: &Stage) {
+/// documentation lists; docs/api.md names exactly the spec's paths.
+async fn openapi_matches_routes_and_docs(aggregator: &Stage) {
     let http = reqwest::Client::new();
     let spec: Value = http
         .get(aggregator.url("/openapi.json"))
@@ -489,7 +477,11 @@ async fn openapi_matches_routes_and_readme(aggregator: &Stage) {
             .map(String::from)
         )
     );
-    assert_eq!(readme_routes(), documented, "README vs /openapi.json");
+    assert_eq!(
+        documented_routes(),
+        documented,
+        "docs/api.md vs /openapi.json"
+    );
     for (path, item) in paths {
         let op = &item["get"];
         let statuses: BTreeSet<u16> = op["responses"]
