@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::io::Read;
-use utoipa::openapi::{ContactBuilder, Info, InfoBuilder, LicenseBuilder, OpenApi};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::{ContactBuilder, Info, InfoBuilder, LicenseBuilder, OpenApi, RefOr};
 
 const BUNDLE_JS: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js.gz");
 const CSS: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui.css.gz");
@@ -55,6 +56,16 @@ pub fn info(title: &str, description: &str) -> Info {
                 .build(),
         ))
         .build()
+}
+
+/// The field names of an object type's schema: what a parser checks a
+/// client's object against, so the spec and the parser cannot disagree on
+/// which fields exist.
+pub fn object_fields<T: utoipa::ToSchema>() -> Vec<String> {
+    match T::schema() {
+        RefOr::T(Schema::Object(o)) => o.properties.keys().cloned().collect(),
+        _ => panic!("{} is not an object schema", T::name()),
+    }
 }
 
 /// `/openapi.json`, `/docs` and the two files the page loads.

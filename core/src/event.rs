@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// Current value of `Event::schema_version`.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -39,6 +40,33 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event of `tenant` with its id, name and event time (also its
+    /// `received_at`), and every optional field empty: what a test or a
+    /// generator starts from, setting the fields it cares about with struct
+    /// update syntax.
+    pub fn new(tenant: &str, event_id: &str, name: &str, timestamp: i64) -> Self {
+        Self {
+            event_id: event_id.into(),
+            name: name.into(),
+            timestamp,
+            received_at: timestamp,
+            sent_at: None,
+            tenant: tenant.into(),
+            schema_version: SCHEMA_VERSION,
+            user_id: None,
+            anonymous_id: None,
+            session_id: None,
+            customer_id: None,
+            channel: None,
+            service: None,
+            properties: BTreeMap::new(),
+            user_properties: BTreeMap::new(),
+            context: None,
+            items: vec![],
+            description: None,
+        }
+    }
+
     /// The id unique users are counted by: `coalesce(user_id, anonymous_id)`.
     pub fn user_key(&self) -> Option<&str> {
         self.user_id.as_deref().or(self.anonymous_id.as_deref())
@@ -75,8 +103,9 @@ pub fn namespace_of(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)
 }
 
-/// A property value: the Avro union `[string, long, double, boolean]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A property value: a string, an integer, a float or a boolean (the Avro
+/// union `[string, long, double, boolean]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PropertyValue {
     String(String),
@@ -96,7 +125,8 @@ impl std::fmt::Display for PropertyValue {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Where and on what the event happened. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Context {
     pub url: Option<String>,
     pub referrer: Option<String>,
@@ -107,7 +137,8 @@ pub struct Context {
     pub app: Option<App>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The device: `category` (mobile, desktop, ...), make, OS and browser.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Device {
     pub category: Option<String>,
     pub brand: Option<String>,
@@ -118,13 +149,15 @@ pub struct Device {
     pub browser_version: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The app that sent the event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct App {
     pub id: Option<String>,
     pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// A product in the event (a cart line, a purchase).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Item {
     pub id: Option<String>,
     pub name: Option<String>,

@@ -271,11 +271,10 @@ fn reason(e: &FieldError) -> &'static str {
         return "malformed";
     }
     let top = e.field.split(['.', '[']).next().unwrap_or("");
-    crate::validate::FIELDS
+    crate::validate::event_fields()
         .iter()
-        .find(|f| **f == top)
-        .copied()
-        .unwrap_or("unknown_field")
+        .find(|f| *f == top)
+        .map_or("unknown_field", String::as_str)
 }
 
 #[cfg(test)]

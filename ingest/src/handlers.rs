@@ -4,7 +4,7 @@
 //! in the route's style once the sink has them. Refusals are answered by
 //! `answers`.
 
-use crate::admission::{Admission, BatchItem, BatchOutcome, Refusal};
+use crate::admission::{Admission, BatchItem, BatchOutcome};
 use crate::body;
 use crate::wire::{
     Accepted, AcceptedEntry, BatchAnswer, EventServiceAnswer, EventServiceLog, EventStreamAccepted,
@@ -88,6 +88,9 @@ fn accepted(body: impl serde::Serialize) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
+/// What a handler answers: a refusal is an answer too.
+pub type Answer = Result<Response, Response>;
+
 /// One event in the body.
 // `query` is not recorded: it may hold `?write_key=`.
 #[tracing::instrument(name = "post_event", skip(state, query, headers, body))]
@@ -97,25 +100,16 @@ pub async fn single(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
-) -> Response {
-    let (caller, bytes) = match accept(state, query, headers, body).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let v = match body::json(&bytes) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let one = state
+) -> Answer {
+    let (caller, bytes) = accept(state, query, headers, body).await?;
+    let v = body::json(&bytes).map_err(IntoResponse::into_response)?;
+    let a = state
         .admission
         .one(&caller.tenant, caller.traceparent.as_deref(), v)
-        .await;
-    let a = match one {
-        Ok(a) => a,
-        Err(r) => return r.into_response(),
-    };
+        .await
+        .map_err(IntoResponse::into_response)?;
     let event_id = a.event.event_id.clone();
-    match style {
+    Ok(match style {
         Style::Weir => accepted(Accepted {
             event_id,
             warnings: a.warnings,
@@ -130,7 +124,7 @@ pub async fn single(
                 customer_id: a.event.customer_id,
             },
         }),
-    }
+    })
 }
 
 /// A batch in the body: `{"events": [...]}` or a bare array.
@@ -141,21 +135,21 @@ pub async fn batch(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
-) -> Response {
-    let (caller, bytes) = match accept(state, query, headers, body).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let list = match body::json(&bytes) {
-        Ok(Value::Object(mut o)) if o.len() == 1 && o.contains_key("events") => {
+) -> Answer {
+    let (caller, bytes) = accept(state, query, headers, body).await?;
+    let list = match body::json(&bytes).map_err(IntoResponse::into_response)? {
+        Value::Object(mut o) if o.len() == 1 && o.contains_key("events") => {
             o.remove("events").unwrap_or(Value::Null)
         }
-        Ok(other @ Value::Array(_)) => other,
-        Ok(_) => return invalid_batch("a batch is {\"events\": [...]} or a JSON array"),
-        Err(e) => return e.into_response(),
+        other @ Value::Array(_) => other,
+        _ => {
+            return Err(invalid_batch(
+                "a batch is {\"events\": [...]} or a JSON array",
+            ))
+        }
     };
     let Value::Array(items) = list else {
-        return invalid_batch("events must be an array");
+        return Err(invalid_batch("events must be an array"));
     };
     let items = items.into_iter().map(|v| (None, Ok(v))).collect();
     publish_batch(style, state, &caller, items).await
@@ -177,11 +171,8 @@ pub async fn ndjson(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
-) -> Response {
-    let (caller, bytes) = match accept(state, query, headers, body).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let (caller, bytes) = accept(state, query, headers, body).await?;
     let items = body::ndjson(&bytes)
         .into_iter()
         .map(|(line, v)| (Some(line), v.map_err(|e| e.to_string())))
@@ -194,19 +185,16 @@ async fn publish_batch(
     state: &HttpState,
     caller: &Caller,
     items: Vec<BatchItem>,
-) -> Response {
-    let outcome: Result<BatchOutcome, Refusal> = state
-        .admission
-        .batch(&caller.tenant, caller.traceparent.as_deref(), items)
-        .await;
+) -> Answer {
     let BatchOutcome {
         accepted: ok,
         rejected,
-    } = match outcome {
-        Ok(o) => o,
-        Err(r) => return r.into_response(),
-    };
-    match style {
+    } = state
+        .admission
+        .batch(&caller.tenant, caller.traceparent.as_deref(), items)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(match style {
         Style::EventStream => accepted(EventStreamBatchAnswer {
             ids: ok.into_iter().map(|a| a.event.event_id).collect(),
             rejected,
@@ -222,7 +210,7 @@ async fn publish_batch(
                 .collect(),
             rejected,
         }),
-    }
+    })
 }
 
 /// The browser snippet; see the comment at its top for its use.

@@ -11,7 +11,7 @@ use crate::wire::{
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi;
@@ -83,7 +83,9 @@ async fn post_event(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handlers::single(Style::Weir, &state, uri.query(), &headers, body).await
+    handlers::single(Style::Weir, &state, uri.query(), &headers, body)
+        .await
+        .into_response()
 }
 
 /// Send a batch of events; each is accepted or rejected on its own.
@@ -111,7 +113,9 @@ async fn post_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handlers::batch(Style::Weir, &state, uri.query(), &headers, body).await
+    handlers::batch(Style::Weir, &state, uri.query(), &headers, body)
+        .await
+        .into_response()
 }
 
 /// Send events as NDJSON, one event a line; rejected lines are named.
@@ -138,7 +142,9 @@ async fn post_ndjson(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handlers::ndjson(&state, uri.query(), &headers, body).await
+    handlers::ndjson(&state, uri.query(), &headers, body)
+        .await
+        .into_response()
 }
 
 /// event-stream's single-event path: its payload shape, its answer.
@@ -165,7 +171,9 @@ async fn post_event_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handlers::single(Style::EventStream, &state, uri.query(), &headers, body).await
+    handlers::single(Style::EventStream, &state, uri.query(), &headers, body)
+        .await
+        .into_response()
 }
 
 /// event-stream's batch path.
@@ -192,7 +200,9 @@ async fn post_event_stream_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handlers::batch(Style::EventStream, &state, uri.query(), &headers, body).await
+    handlers::batch(Style::EventStream, &state, uri.query(), &headers, body)
+        .await
+        .into_response()
 }
 
 /// event-service's write path: `event_name`, `description`, `created_at`, `customer_id`.
@@ -218,7 +228,9 @@ async fn post_event_service(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handlers::single(Style::EventService, &state, uri.query(), &headers, body).await
+    handlers::single(Style::EventService, &state, uri.query(), &headers, body)
+        .await
+        .into_response()
 }
 
 /// The first-party browser snippet (batches, retries, sendBeacon on page hide).

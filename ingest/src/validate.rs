@@ -4,9 +4,11 @@
 //! Pure code: no I/O, no clock (the caller passes `received_at`).
 
 use crate::body::quote;
-use serde::Serialize;
+use crate::wire::EventIn;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use weir_core::api_docs::object_fields;
 use weir_core::event::{
     App, Context, Device, Event, Item, PropertyValue, CHANNELS, SCHEMA_VERSION,
 };
@@ -35,33 +37,36 @@ impl Default for Limits {
     }
 }
 
-/// What is wrong with one field, named by its path (`properties.sku`, `items[2].price`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
+pub use crate::wire::FieldError;
 
 /// The longest property name.
 pub const MAX_KEY_BYTES: usize = 256;
 
-pub const FIELDS: &[&str] = &[
-    "event_id",
-    "name",
-    "timestamp",
-    "sent_at",
-    "user_id",
-    "anonymous_id",
-    "session_id",
-    "customer_id",
-    "channel",
-    "service",
-    "properties",
-    "user_properties",
-    "context",
-    "items",
-    "description",
-];
+/// The fields a client may send at each level of an event, read from the
+/// schema types the OpenAPI spec shows (see `wire`).
+struct Fields {
+    event: Vec<String>,
+    context: Vec<String>,
+    device: Vec<String>,
+    app: Vec<String>,
+    item: Vec<String>,
+}
+
+fn fields() -> &'static Fields {
+    static FIELDS: OnceLock<Fields> = OnceLock::new();
+    FIELDS.get_or_init(|| Fields {
+        event: object_fields::<EventIn>(),
+        context: object_fields::<Context>(),
+        device: object_fields::<Device>(),
+        app: object_fields::<App>(),
+        item: object_fields::<Item>(),
+    })
+}
+
+/// The top-level fields of an event.
+pub fn event_fields() -> &'static [String] {
+    &fields().event
+}
 
 struct Checker<'a> {
     limits: &'a Limits,
@@ -111,8 +116,8 @@ impl Checker<'_> {
         }
     }
 
-    fn unknown(&mut self, obj: &Map<String, Value>, allowed: &[&str], prefix: &str) {
-        for k in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
+    fn unknown(&mut self, obj: &Map<String, Value>, allowed: &[String], prefix: &str) {
+        for k in obj.keys().filter(|k| !allowed.contains(k)) {
             self.err(format!("{prefix}{}", quote(k)), "unknown field");
         }
     }
@@ -214,7 +219,7 @@ pub fn to_event(
         );
         return Err(c.errors);
     };
-    c.unknown(obj, FIELDS, "");
+    c.unknown(obj, &fields().event, "");
     let max = limits.max_string_bytes;
 
     let event_id = match c.string(obj, "event_id", "event_id", 128) {
@@ -267,30 +272,9 @@ pub fn to_event(
         }
     }
     let context = c.object(obj.get("context"), "context").map(|ctx| {
-        c.unknown(
-            ctx,
-            &[
-                "url",
-                "referrer",
-                "ip",
-                "user_agent",
-                "locale",
-                "device",
-                "app",
-            ],
-            "context.",
-        );
+        c.unknown(ctx, &fields().context, "context.");
         let device = c.object(ctx.get("device"), "context.device").map(|d| {
-            let fields = [
-                "category",
-                "brand",
-                "model",
-                "os",
-                "os_version",
-                "browser",
-                "browser_version",
-            ];
-            c.unknown(d, &fields, "context.device.");
+            c.unknown(d, &fields().device, "context.device.");
             let mut f = |k: &str| c.string(d, k, &format!("context.device.{k}"), 256);
             Device {
                 category: f("category"),
@@ -303,7 +287,7 @@ pub fn to_event(
             }
         });
         let app = c.object(ctx.get("app"), "context.app").map(|a| {
-            c.unknown(a, &["id", "version"], "context.app.");
+            c.unknown(a, &fields().app, "context.app.");
             App {
                 id: c.string(a, "id", "context.app.id", 256),
                 version: c.string(a, "version", "context.app.version", 256),
@@ -343,10 +327,7 @@ pub fn to_event(
                     }
                     return None;
                 };
-                let fields = [
-                    "id", "name", "brand", "variant", "price", "quantity", "revenue", "currency",
-                ];
-                c.unknown(o, &fields, &format!("{p}."));
+                c.unknown(o, &fields().item, &format!("{p}."));
                 let quantity = match o.get("quantity") {
                     None | Some(Value::Null) => None,
                     Some(Value::Number(n)) if n.is_i64() => n.as_i64(),

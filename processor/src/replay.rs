@@ -198,24 +198,10 @@ mod tests {
 
     fn late(id: &str, ts: i64, user: &str) -> Event {
         Event {
-            event_id: id.into(),
-            name: "shop.view".into(),
-            timestamp: ts,
             received_at: ts + 600_000,
-            sent_at: None,
-            tenant: "t".into(),
-            schema_version: 1,
             user_id: Some(user.into()),
-            anonymous_id: None,
-            session_id: None,
-            customer_id: None,
             channel: Some("web".into()),
-            service: None,
-            properties: Default::default(),
-            user_properties: Default::default(),
-            context: None,
-            items: vec![],
-            description: None,
+            ..Event::new("t", id, "shop.view", ts)
         }
     }
 

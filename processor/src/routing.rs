@@ -108,24 +108,8 @@ mod tests {
 
     fn event(id: &str, ts: i64) -> Event {
         Event {
-            event_id: id.into(),
-            name: "page_view".into(),
-            timestamp: ts,
-            received_at: ts,
-            sent_at: None,
-            tenant: "t".into(),
-            schema_version: 1,
             user_id: Some("u".into()),
-            anonymous_id: None,
-            session_id: None,
-            customer_id: None,
-            channel: None,
-            service: None,
-            properties: Default::default(),
-            user_properties: Default::default(),
-            context: None,
-            items: vec![],
-            description: None,
+            ..Event::new("t", id, "page_view", ts)
         }
     }
 

@@ -173,7 +173,7 @@ async fn send(
     let started = Instant::now();
     let answer: Value = loop {
         ledger.lock().unwrap().requests += 1;
-        match post_batch_once(client, ingest, &body).await? {
+        match post_batch_once(client, ingest, body.to_string()).await? {
             BatchAttempt::Accepted(answer) => break answer,
             BatchAttempt::ServerError(_) => ledger.lock().unwrap().retries_5xx += 1,
             BatchAttempt::Transport(_) => ledger.lock().unwrap().retries_transport += 1,

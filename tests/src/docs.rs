@@ -142,3 +142,21 @@ pub async fn assert_unknown_routes_answer_json(base_url: &str) {
         );
     }
 }
+
+/// `doc` shows the whole of the source file `file` (a `file!()` path) in
+/// one of its code blocks: an example in the docs is a test that runs.
+pub fn assert_doc_shows(doc: &str, file: &str) {
+    let root = repo_root();
+    let path = [root.join(file), root.join("tests").join(file)]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{file} not found"));
+    let source = std::fs::read_to_string(&path).expect("the example's source");
+    let text = read(doc);
+    let blocks: Vec<&str> = text.split("```").skip(1).step_by(2).collect();
+    let shown = blocks
+        .iter()
+        .filter_map(|b| b.strip_prefix("rust\n"))
+        .any(|b| b == source);
+    assert!(shown, "{doc} does not show {file} as it is");
+}

@@ -1,13 +1,16 @@
 //! The end-to-end test harness: starts the real local stack (nisshi,
 //! rivven-schema, ClickHouse on chdb) on free loopback ports through
 //! `deploy/local/part.sh`, runs weir's three binaries against it, and kills
-//! everything when dropped. Logs stay in the stack's temp dir and are printed
-//! when a test fails.
+//! everything when dropped. `Pipeline` is the whole of it, ready, for an
+//! end-to-end test (see docs/testing.md); `Stack` the parts alone. Logs stay
+//! in the stack's temp dir and are printed when a test fails.
 
 pub mod docs;
 pub mod load;
+pub mod pipeline;
 pub mod stack;
 
+pub use pipeline::{eventually, Pipeline, PipelineOptions};
 pub use stack::{repo_root, Stack, Stage};
 
 /// The chaos run lives beside the tests it serves (`tests/chaos/`).

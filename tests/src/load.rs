@@ -111,28 +111,33 @@ pub fn plan(seed: u64, total: usize, dup_pct: usize, late_pct: usize, users: usi
 pub enum BatchAttempt {
     /// 202, with ingest's answer (`accepted`, `rejected`).
     Accepted(Value),
-    /// A 5xx: retry with the same ids.
+    /// A 5xx or a 429: retry with the same ids.
     ServerError(reqwest::StatusCode),
     /// No answer (refused, cut or timed out): retry with the same ids.
     Transport(reqwest::Error),
 }
 
-/// POSTs one `{"events": [...]}` body to ingest's batch route. Any other
-/// answer (a 4xx) is an error: retrying the same body cannot help.
+/// POSTs one `{"events": [...]}` body (JSON, as a value or already written)
+/// to ingest's batch route: the one load client every test, bench, soak and
+/// chaos run posts through. Any other answer (a 4xx but 429) is an error:
+/// retrying the same body cannot help.
 pub async fn post_batch_once(
     client: &reqwest::Client,
     ingest: &str,
-    body: &Value,
+    body: impl Into<reqwest::Body>,
 ) -> anyhow::Result<BatchAttempt> {
     let result = client
         .post(format!("{ingest}/v1/events/batch"))
         .bearer_auth(WRITE_KEY)
-        .json(body)
+        .header("content-type", "application/json")
+        .body(body)
         .send()
         .await;
     Ok(match result {
         Ok(r) if r.status().as_u16() == 202 => BatchAttempt::Accepted(r.json().await?),
-        Ok(r) if r.status().is_server_error() => BatchAttempt::ServerError(r.status()),
+        Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
+            BatchAttempt::ServerError(r.status())
+        }
         Err(e) => BatchAttempt::Transport(e),
         Ok(r) => anyhow::bail!(
             "ingest refused a batch: {} {}",
@@ -158,7 +163,7 @@ pub async fn post_batches(
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match post_batch_once(&client, ingest, &body).await? {
+            match post_batch_once(&client, ingest, body.to_string()).await? {
                 BatchAttempt::Accepted(v) => {
                     let rejected = v["rejected"].as_array().map_or(0, Vec::len);
                     anyhow::ensure!(rejected == 0, "unexpected rejections: {v}");

@@ -11,7 +11,6 @@
 #[allow(dead_code)]
 mod weir_fuzz;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use weir_core::event::{Context, Device, Item, PropertyValue};
 use weir_core::{Event, WindowAggregate};
@@ -97,24 +96,14 @@ fn every_target_has_a_corpus_and_a_replay() {
 /// calls as `Codec::encode_event` / `encode_aggregate`.
 fn avro_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let minimal = Event {
-        event_id: "0190b8a2-7c1e-7000-8000-000000000001".into(),
-        name: "page_view".into(),
-        timestamp: 1_700_000_000_000,
         received_at: 1_700_000_000_100,
-        sent_at: None,
-        tenant: "acme".into(),
-        schema_version: 1,
-        user_id: None,
         anonymous_id: Some("anon-1".into()),
-        session_id: None,
-        customer_id: None,
-        channel: None,
-        service: None,
-        properties: BTreeMap::new(),
-        user_properties: BTreeMap::new(),
-        context: None,
-        items: vec![],
-        description: None,
+        ..Event::new(
+            "acme",
+            "0190b8a2-7c1e-7000-8000-000000000001",
+            "page_view",
+            1_700_000_000_000,
+        )
     };
     let full = Event {
         event_id: "e-full".into(),

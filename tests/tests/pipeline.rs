@@ -5,82 +5,26 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use weir_tests::load::{plan, post_batches, topic_keys};
-use weir_tests::{Stack, Stage};
+use weir_tests::pipeline::{poll_until, EVENTUALLY};
+use weir_tests::{Pipeline, PipelineOptions, Stack};
 
 const TOTAL: usize = 5_000;
 const USERS: usize = 300;
 
-struct Pipeline {
-    stack: Stack,
-    ingest: Stage,
-    processor: Stage,
-    /// More processor instances in the same group.
-    others: Vec<Stage>,
-    aggregator: Stage,
+async fn metrics(p: &Pipeline, name: &str) -> Value {
+    p.metrics(&format!("name={name}")).await
 }
 
-async fn pipeline(commit_mode: &str, instances: usize) -> Pipeline {
-    let stack = Stack::start().await;
-    let ingest = stack.stage("ingest", "0", &[]);
-    let mut processors: Vec<Stage> = (0..instances)
-        .map(|i| {
-            let id = format!("p{i}");
-            stack.stage(
-                "processor",
-                &i.to_string(),
-                &[
-                    ("WEIR_COMMIT_MODE", commit_mode),
-                    ("WEIR_INSTANCE_ID", &id),
-                    // A dead instance's partitions move after this long.
-                    ("WEIR_SESSION_TIMEOUT_MS", "6000"),
-                ],
-            )
-        })
-        .collect();
-    let aggregator = stack.stage("aggregator", "0", &[]);
-    for s in [&ingest, &aggregator].into_iter().chain(&processors) {
-        s.wait_ready().await;
-    }
-    let processor = processors.remove(0);
-    Pipeline {
-        stack,
-        ingest,
-        processor,
-        others: processors,
-        aggregator,
-    }
-}
-
-impl Pipeline {
-    fn logs(&self) -> String {
-        [&self.ingest, &self.processor, &self.aggregator]
-            .into_iter()
-            .chain(&self.others)
-            .map(|s| format!("--- {} ---\n{}", s.proc.name, s.proc.log_tail(25)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    async fn metrics(&self, name: &str) -> Value {
-        self.aggregator
-            .query(&format!("/v1/metrics?name={name}"))
-            .await
-            .1
-    }
-
-    /// Polls the query API until it reports `count`, or two minutes pass.
-    async fn settled_metrics(&self, name: &str, count: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let m = self.metrics(name).await;
-            if m["total_count"] == json!(count) || Instant::now() > deadline {
-                // One more read after a pause: a count that keeps growing past the answer is a double count.
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                return self.metrics(name).await;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+/// Polls the query API until it reports `count`, or three minutes pass, then
+/// reads once more after a pause: a count that keeps growing past the answer
+/// is a double count. Returns what it read last, for the assertions to show.
+async fn settled_metrics(p: &Pipeline, name: &str, count: u64) -> Value {
+    poll_until(EVENTUALLY, || async {
+        (metrics(p, name).await["total_count"] == json!(count)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    metrics(p, name).await
 }
 
 /// Posts the standard mix while applying `faults` one after another, each
@@ -108,8 +52,13 @@ async fn run_exactly_once(
     } else {
         1
     };
-    let mut p = pipeline(commit_mode, instances).await;
-    let chosen = p.processor.proc.log_tail(200);
+    let mut p = Pipeline::start_with(PipelineOptions {
+        processors: instances,
+        commit_mode: commit_mode.into(),
+        ..Default::default()
+    })
+    .await;
+    let chosen = p.processor().proc.log_tail(200);
     assert!(
         chosen.contains(&format!("mode=\"{expected_mode}\""))
             || chosen.contains(&format!("mode={expected_mode}")),
@@ -138,7 +87,7 @@ async fn run_exactly_once(
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let mut ready = true;
-            for s in std::iter::once(&p.processor).chain(&p.others) {
+            for s in &p.processors {
                 let commits = s.metric("weir_processor_commits_total").await;
                 let events = s.metric("weir_processor_events_total").await;
                 ready &= commits >= 1.0 && events >= 100.0;
@@ -155,17 +104,17 @@ async fn run_exactly_once(
         }
         match fault {
             Fault::KillProcessor => {
-                p.processor.proc.kill9();
+                p.processors[0].proc.kill9();
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                p.processor.proc.restart();
-                p.processor.wait_ready().await;
+                p.processors[0].proc.restart();
+                p.processors[0].wait_ready().await;
             }
             Fault::RestartBroker => {
                 p.stack.kafka.kill9();
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 p.stack.kafka.restart();
             }
-            Fault::KillOtherInstance => p.others[0].proc.kill9(),
+            Fault::KillOtherInstance => p.processors[1].proc.kill9(),
         }
     }
     let _ = crashes_done.send(());
@@ -181,7 +130,7 @@ async fn run_exactly_once(
     );
 
     let on_time = plan.on_time_ids.len() as u64;
-    let m = p.settled_metrics("shop.*", on_time).await;
+    let m = settled_metrics(&p, "shop.*", on_time).await;
     assert_eq!(
         m["total_count"],
         json!(on_time),
@@ -193,7 +142,7 @@ async fn run_exactly_once(
     let per_name: u64 = {
         let mut sum = 0;
         for name in weir_tests::load::NAMES {
-            sum += p.metrics(name).await["total_count"].as_u64().unwrap_or(0);
+            sum += metrics(&p, name).await["total_count"].as_u64().unwrap_or(0);
         }
         sum
     };
@@ -215,7 +164,7 @@ async fn run_exactly_once(
     if faults.contains(&Fault::KillOtherInstance) {
         // Both instances had partitions; the survivor took over the dead
         // one's with their committed state.
-        let log = p.processor.proc.log_tail(10_000);
+        let log = p.processor().proc.log_tail(10_000);
         let assigned: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("partitions assigned"))
@@ -240,7 +189,7 @@ async fn run_exactly_once(
 
     if faults.contains(&Fault::KillProcessor) {
         // The restarted processor must have picked up committed state, not started over.
-        let log = p.processor.proc.log_tail(10_000);
+        let log = p.processor().proc.log_tail(10_000);
         let restored = log
             .lines()
             .filter(|l| l.contains("partition state restored") && l.contains("committed=Some"))
@@ -267,7 +216,7 @@ async fn run_exactly_once(
         m["unique_users"]
     );
     assert!(
-        p.processor.proc.terminate(),
+        p.processors[0].proc.terminate(),
         "processor shuts down cleanly on SIGTERM"
     );
     (p, plan)
@@ -303,7 +252,7 @@ async fn end_to_end_counts_are_exact_and_replayed_late_events_count_once() {
             stdout.contains("read 100 late events, 100 in range re-injected"),
             "run {run}: {stdout}"
         );
-        let m = p.settled_metrics("shop.*", all).await;
+        let m = settled_metrics(&p, "shop.*", all).await;
         assert_eq!(m["total_count"], json!(all), "run {run}: {m}\n{}", p.logs());
         assert_eq!(m["unique_users"], json!(users.len()), "run {run}: {m}");
         let rows = p

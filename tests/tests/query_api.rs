@@ -4,9 +4,8 @@
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 use weir_tests::load::{now_ms, urlencode, WRITE_KEY};
-use weir_tests::{Stack, Stage};
+use weir_tests::{eventually, Pipeline, Stage};
 
 async fn get(aggregator: &Stage, query: &str) -> (u16, Value) {
     aggregator.query(&format!("/v1/events?{query}")).await
@@ -23,13 +22,8 @@ fn ids(v: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_read_api_filters_sorts_pages_and_stays_inert() {
-    let stack = Stack::start().await;
-    let ingest = stack.stage("ingest", "0", &[]);
-    let processor = stack.stage("processor", "0", &[("WEIR_INSTANCE_ID", "q0")]);
-    let aggregator = stack.stage("aggregator", "0", &[]);
-    for s in [&ingest, &processor, &aggregator] {
-        s.wait_ready().await;
-    }
+    let p = Pipeline::start().await;
+    let (ingest, aggregator) = (&p.ingest, &p.aggregator);
     let base = now_ms() - 60_000;
     let mut events = vec![];
     for i in 0..25i64 {
@@ -53,18 +47,11 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
         .unwrap();
     assert_eq!(r.status(), 202);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let all = loop {
-        let (s, v) = get(&aggregator, "").await;
-        if s == 200 && v["metadata"]["total_records"] == 25 {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "events never reached the table: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let all = eventually("the events reach the table", || async {
+        let (s, v) = get(aggregator, "").await;
+        (s == 200 && v["metadata"]["total_records"] == 25).then_some(v)
+    })
+    .await;
     // Newest first by default, one page of the default size.
     assert_eq!(
         all["metadata"],
@@ -97,15 +84,15 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
         ),
         (&format!("from={}&to={}", base + 5_000, base + 10_000), 5),
     ] {
-        let (s, v) = get(&aggregator, query).await;
+        let (s, v) = get(aggregator, query).await;
         assert_eq!((s, count(&v)), (200, want), "{query}: {v}");
     }
 
     // Sorts.
-    let (_, v) = get(&aggregator, "sort=timestamp").await;
+    let (_, v) = get(aggregator, "sort=timestamp").await;
     let oldest_first: Vec<String> = (0..25).map(|i| format!("q-{i:02}")).collect();
     assert_eq!(ids(&v), oldest_first);
-    let (_, v) = get(&aggregator, "sort=-name").await;
+    let (_, v) = get(aggregator, "sort=-name").await;
     let names: Vec<&str> = v["events"]
         .as_array()
         .unwrap()
@@ -118,7 +105,7 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
     let mut seen = BTreeSet::new();
     for page in 1..=3 {
         let (s, v) = get(
-            &aggregator,
+            aggregator,
             &format!("sort=timestamp&page_size=10&page={page}"),
         )
         .await;
@@ -143,7 +130,7 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
         ("from=2000&to=1000", "to"),
         ("name=", "name"),
     ] {
-        let (s, v) = get(&aggregator, query).await;
+        let (s, v) = get(aggregator, query).await;
         assert_eq!(s, 400, "{query}: {v}");
         assert!(v["error"][param].is_string(), "{query}: {v}");
     }
@@ -171,7 +158,7 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
     ] {
         for h in hostile {
             let query = format!("{param}={}", urlencode(h));
-            let (s, v) = get(&aggregator, &query).await;
+            let (s, v) = get(aggregator, &query).await;
             // A read key reads its own tenant only: any other is a 403.
             let refused = if param == "tenant" { 403 } else { 400 };
             assert!(
@@ -185,14 +172,12 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
         assert_eq!(s, 200);
         assert_eq!(m["total_count"], 0);
     }
-    let (_, v) = get(&aggregator, "").await;
+    let (_, v) = get(aggregator, "").await;
     assert_eq!(count(&v), 25, "the table survived");
 
     // GET /v1/metrics?group_by=...: groups add up, each exact.
-    let metrics = |query: String| {
-        let aggregator = &aggregator;
-        async move { aggregator.query(&format!("/v1/metrics?{query}")).await }
-    };
+    let metrics =
+        |query: String| async move { aggregator.query(&format!("/v1/metrics?{query}")).await };
     let groups = |v: &Value| -> Vec<(String, u64, u64)> {
         v["grouped_metrics"]
             .as_array()

@@ -7,10 +7,11 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
 use weir_tests::load::{now_ms, urlencode, READ_KEY, WRITE_KEY};
+use weir_tests::pipeline::eventually_ok;
 use weir_tests::{repo_root, Stack, Stage};
 
 const NAMES: [&str; 3] = ["cart.add", "cart.checkout", "page_view"];
@@ -85,17 +86,6 @@ fn matches(name: &str, filter: &str) -> bool {
     }
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-}
-
 async fn ch(stack: &Stack, sql: &str) -> String {
     stack
         .clickhouse_query(sql)
@@ -130,7 +120,7 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     // Once those are in, two events whose windows closed days ago (late),
     // and two records that are not events at all (invalid).
-    wait_for("every event stored", async || {
+    eventually_ok("every event stored", || async {
         let (_, v) = aggregator.query("/v1/events?page_size=1").await;
         (v["metadata"]["total_records"] == sent.len())
             .then_some(())
@@ -166,7 +156,7 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
         .unwrap();
 
     // Dead letters land in their table, with the processor's reasons.
-    wait_for("dead letters stored", async || {
+    eventually_ok("dead letters stored", || async {
         let got = stack
             .clickhouse_query(
                 "SELECT kind, event_id, name, reason != '' FROM dead_letters FINAL ORDER BY kind, event_id FORMAT CSV",
@@ -215,7 +205,7 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
 
     // Every minute's counts are in before the reference checks.
     let cart_total = sent.iter().filter(|e| e.name.starts_with("cart.")).count();
-    wait_for("per-minute counts stored", async || {
+    eventually_ok("per-minute counts stored", || async {
         let (_, v) = aggregator.query("/v1/metrics?name=cart.*").await;
         (v["total_count"] == cart_total)
             .then_some(())

@@ -19,29 +19,15 @@ fn rules() -> TimeRules {
 }
 
 fn event(id: u32, ts: i64, user: u32) -> Event {
+    let name = if id.is_multiple_of(3) {
+        "cart.add"
+    } else {
+        "page_view"
+    };
     Event {
-        event_id: format!("e{id}"),
-        name: if id.is_multiple_of(3) {
-            "cart.add".into()
-        } else {
-            "page_view".into()
-        },
-        timestamp: ts,
-        received_at: ts,
-        sent_at: None,
-        tenant: "t".into(),
-        schema_version: 1,
         user_id: Some(format!("u{user}")),
-        anonymous_id: None,
-        session_id: None,
-        customer_id: None,
         channel: Some("web".into()),
-        service: None,
-        properties: Default::default(),
-        user_properties: Default::default(),
-        context: None,
-        items: vec![],
-        description: None,
+        ..Event::new("t", &format!("e{id}"), name, ts)
     }
 }
 

@@ -251,24 +251,15 @@ async fn restore_1m(stack: &Stack) -> anyhow::Result<(usize, f64)> {
     let mut records = vec![];
     for i in 0..n {
         let e = weir_core::Event {
-            event_id: format!("restore-{i}"),
-            name: "shop.view".into(),
-            timestamp: base + i * 3_000_000 / n,
             received_at: base,
-            sent_at: None,
-            tenant: "bench".into(),
-            schema_version: 1,
             user_id: Some(format!("user-{}", i % 1000)),
-            anonymous_id: None,
-            session_id: None,
-            customer_id: None,
             channel: Some("web".into()),
-            service: None,
-            properties: Default::default(),
-            user_properties: Default::default(),
-            context: None,
-            items: vec![],
-            description: None,
+            ..weir_core::Event::new(
+                "bench",
+                &format!("restore-{i}"),
+                "shop.view",
+                base + i * 3_000_000 / n,
+            )
         };
         state.process(i, &e);
         if (i + 1) % 5_000 == 0 {

@@ -2,8 +2,7 @@
 //! ingest at a steady rate, retried with the same ids until acknowledged,
 //! with the counts and latencies the samples report.
 
-use crate::load::{now_ms, Lcg, NAMES, WRITE_KEY};
-use serde_json::Value;
+use crate::load::{now_ms, post_batch_once, BatchAttempt, Lcg, NAMES};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ const USERS: u64 = 5_000;
 /// The load client's counters, shared by its batch tasks.
 pub(super) struct Load {
     pub(super) client: reqwest::Client,
+    /// ingest's base URL.
     pub(super) url: String,
     pub(super) batch: usize,
     pub(super) run: i64,
@@ -62,18 +62,9 @@ impl Load {
         let body = self.body(n);
         loop {
             let t = Instant::now();
-            let answer = self
-                .client
-                .post(&self.url)
-                .bearer_auth(WRITE_KEY)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            let retry = match answer {
-                Ok(r) if r.status().as_u16() == 202 => {
+            let retry = match post_batch_once(&self.client, &self.url, body.clone()).await {
+                Ok(BatchAttempt::Accepted(v)) => {
                     let ms = t.elapsed().as_secs_f64() * 1e3;
-                    let v: Value = r.json().await.unwrap_or(Value::Null);
                     let accepted = v["accepted"].as_array().map_or(0, Vec::len);
                     let rejected = v["rejected"].as_array().map_or(0, Vec::len);
                     if rejected > 0 {
@@ -84,16 +75,11 @@ impl Load {
                     self.latencies.lock().unwrap().push(ms);
                     return;
                 }
-                Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => true,
-                Ok(r) => {
-                    eprintln!(
-                        "batch {n}: {} {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    );
+                Ok(BatchAttempt::ServerError(_) | BatchAttempt::Transport(_)) => true,
+                Err(e) => {
+                    eprintln!("batch {n}: {e}");
                     false
                 }
-                Err(_) => true,
             };
             if !retry || Instant::now() > self.give_up_at {
                 self.failed.fetch_add(self.batch as u64, Ordering::Relaxed);
@@ -152,7 +138,7 @@ mod tests {
             latencies: Mutex::new(vec![]),
             give_up_at: Instant::now(),
         };
-        let v: Value = serde_json::from_str(&load.body(7)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&load.body(7)).unwrap();
         let ids: std::collections::BTreeSet<&str> = v["events"]
             .as_array()
             .unwrap()

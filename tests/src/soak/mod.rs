@@ -197,7 +197,7 @@ pub async fn run(a: Args) -> anyhow::Result<bool> {
             .pool_max_idle_per_host(MAX_IN_FLIGHT)
             .timeout(Duration::from_secs(40))
             .build()?,
-        url: ingest.url("/v1/events/batch"),
+        url: ingest.url(""),
         batch: a.batch,
         run: now_ms(),
         acked: AtomicU64::new(0),
