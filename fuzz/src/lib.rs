@@ -11,9 +11,10 @@
 //! stopping where I/O would start (Kafka, the schema registry, ClickHouse):
 //!
 //! * `ingest_body`: a request body, plain and as `Content-Encoding: gzip`,
-//!   through `body::read` (size limit, gunzip), then as a single event, a
-//!   batch and NDJSON through `body::json` / `body::ndjson`, the legacy-shape
-//!   mapping (`compat`) and validation (`validate`), as `http.rs` does.
+//!   sent to every event route of ingest's real router (body limits, gunzip,
+//!   strict JSON, legacy shapes, validation, admission), built on a
+//!   `MemorySink` instead of Kafka: never a 5xx, a 202 names exactly the
+//!   events the sink received, and each of them encodes to Avro and back.
 //! * `ingest_event`: one JSON event through mapping and validation, and every
 //!   accepted event through the Avro encoder and back: what ingest accepts
 //!   must encode, and decode to the same event.
@@ -124,8 +125,16 @@ pub fn ingest_body(data: &[u8]) {
             let body = runtime()
                 .block_on(axum::body::to_bytes(resp.into_body(), usize::MAX))
                 .expect("a readable answer");
-            let published: BTreeSet<String> =
-                sink.take().into_iter().map(|(e, _)| e.event_id).collect();
+            let events: Vec<Event> = sink.take().into_iter().map(|(e, _)| e).collect();
+            // What ingest accepts must encode to Avro and decode to itself.
+            for event in &events {
+                let wire = encode_wire(EVENT_SCHEMA_ID, event)
+                    .unwrap_or_else(|e| panic!("an accepted event encodes: {e}\n{event:?}"));
+                let back: Event = decode_wire(Some(&wire))
+                    .unwrap_or_else(|e| panic!("an encoded event decodes: {e}\n{event:?}"));
+                assert_eq!(&back, event, "the Avro round trip keeps the event");
+            }
+            let published: BTreeSet<String> = events.into_iter().map(|e| e.event_id).collect();
             assert!(
                 [202, 400, 413, 415].contains(&status.as_u16()),
                 "{route}: {status}"
@@ -154,7 +163,7 @@ pub fn ingest_body(data: &[u8]) {
 
 /// One JSON event, as every ingest route maps it.
 pub fn ingest_event(data: &[u8]) {
-    if let Ok(v) = weir_ingest::body::json(data) {
+    if let Ok(v) = weir_ingest::strict_json::json(data) {
         map_event(v, ingest_limits());
     }
 }

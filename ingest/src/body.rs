@@ -1,5 +1,6 @@
 //! Request bodies: Content-Type, size limit, read timeout and
-//! `Content-Encoding: gzip`; the bytes are then parsed by `strict_json`.
+//! `Content-Encoding: gzip`, and the errors of reading and parsing them; the
+//! bytes are then parsed by `strict_json`.
 //!
 //! The size limit applies to the decompressed bytes too, so a gzip bomb is
 //! cut off at `max_bytes` rather than inflated into memory.
@@ -9,8 +10,6 @@ use axum::http::{header, HeaderMap};
 use http_body_util::BodyExt;
 use std::io::Read;
 use std::time::Duration;
-
-pub use crate::strict_json::{json, ndjson};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum BodyError {

@@ -1,15 +1,16 @@
 //! What each event route does with an HTTP request: authenticate the write
 //! key, check the Content-Type, join the caller's trace, read the body under
-//! its limits (`body`), parse it, hand the events to `admission`, and answer
+//! its limits (`body`), parse it (`strict_json`), hand the events to
+//! `admission`, and answer
 //! in the route's style once the sink has them. Refusals are answered by
 //! `answers`.
 
 use crate::admission::{Admission, BatchItem, BatchOutcome};
-use crate::body;
 use crate::wire::{
     Accepted, AcceptedEntry, BatchAnswer, EventServiceAnswer, EventServiceLog, EventStreamAccepted,
     EventStreamBatchAnswer,
 };
+use crate::{body, strict_json};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -102,7 +103,7 @@ pub async fn single(
     body: Body,
 ) -> Answer {
     let (caller, bytes) = accept(state, query, headers, body).await?;
-    let v = body::json(&bytes).map_err(IntoResponse::into_response)?;
+    let v = strict_json::json(&bytes).map_err(IntoResponse::into_response)?;
     let a = state
         .admission
         .one(&caller.tenant, caller.traceparent.as_deref(), v)
@@ -137,7 +138,7 @@ pub async fn batch(
     body: Body,
 ) -> Answer {
     let (caller, bytes) = accept(state, query, headers, body).await?;
-    let list = match body::json(&bytes).map_err(IntoResponse::into_response)? {
+    let list = match strict_json::json(&bytes).map_err(IntoResponse::into_response)? {
         Value::Object(mut o) if o.len() == 1 && o.contains_key("events") => {
             o.remove("events").unwrap_or(Value::Null)
         }
@@ -173,7 +174,7 @@ pub async fn ndjson(
     body: Body,
 ) -> Answer {
     let (caller, bytes) = accept(state, query, headers, body).await?;
-    let items = body::ndjson(&bytes)
+    let items = strict_json::ndjson(&bytes)
         .into_iter()
         .map(|(line, v)| (Some(line), v.map_err(|e| e.to_string())))
         .collect();

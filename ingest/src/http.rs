@@ -105,3 +105,109 @@ async fn count_requests(req: axum::extract::Request, next: axum::middleware::Nex
         .record(started.elapsed().as_secs_f64());
     response
 }
+
+#[cfg(test)]
+mod tests {
+    //! The real router on a `MemorySink`: what the gateway answers and hands
+    //! on, without a broker. The real-stack tests prove the rest.
+    use super::*;
+    use crate::config::IngestConfig;
+    use crate::sink::MemorySink;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    fn gateway() -> (Router, Arc<MemorySink>) {
+        let mut cfg = IngestConfig::default();
+        cfg.auth.write_keys = "router-key-1:acme".into();
+        let sink = Arc::new(MemorySink::new());
+        let gateway = crate::gateway(&cfg, sink.clone()).unwrap();
+        (router(gateway.http), sink)
+    }
+
+    async fn post(app: &Router, path: &str, key: Option<&str>, body: &str) -> (StatusCode, Value) {
+        let mut req = Request::post(path).header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_answered_per_event_and_only_valid_events_reach_the_sink() {
+        let (app, sink) = gateway();
+        let batch = json!({"events": [
+            {"event_id": "a", "name": "cart.add", "user_id": "u1"},
+            {"event_id": "b", "name": "cart.add", "colour": "red"},
+        ]});
+        let (status, v) = post(
+            &app,
+            "/v1/events/batch",
+            Some("router-key-1"),
+            &batch.to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["accepted"][0]["event_id"], "a");
+        assert_eq!(v["rejected"][0]["message"], "colour: unknown field");
+        let published = sink.take();
+        assert_eq!(published.len(), 1);
+        assert_eq!(
+            (
+                published[0].0.event_id.as_str(),
+                published[0].0.tenant.as_str()
+            ),
+            ("a", "acme"),
+            "the key's tenant is stamped"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_are_specific_and_publish_nothing() {
+        let (app, sink) = gateway();
+        let one = r#"{"name": "cart.add"}"#;
+        for (path, key, body, status, code) in [
+            ("/v1/events", None, one, 401, "unauthorized"),
+            ("/v1/events", Some("wrong-key-1"), one, 401, "unauthorized"),
+            (
+                "/v1/events",
+                Some("router-key-1"),
+                "{\"name\": ",
+                400,
+                "malformed_json",
+            ),
+            (
+                "/v1/events",
+                Some("router-key-1"),
+                r#"{"user_id": "u"}"#,
+                400,
+                "invalid_event",
+            ),
+            (
+                "/v1/events/batch",
+                Some("router-key-1"),
+                r#"{"events": []}"#,
+                400,
+                "invalid_batch",
+            ),
+        ] {
+            let (got, v) = post(&app, path, key, body).await;
+            assert_eq!(got.as_u16(), status, "{path} {body}: {v}");
+            assert_eq!(v["error"]["code"], code, "{path} {body}: {v}");
+        }
+        assert!(sink.take().is_empty());
+    }
+}
