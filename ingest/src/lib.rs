@@ -1,6 +1,11 @@
-//! weir ingest: the HTTP gateway. It validates client events, stamps server
-//! time, encodes them as Avro in the Confluent wire format and writes them to
-//! `events.raw`, answering 2xx only once Kafka has them.
+//! weir ingest: the HTTP and gRPC gateway. It validates client events,
+//! stamps server time, encodes them as Avro in the Confluent wire format and
+//! writes them to `events.raw`, answering 2xx only once Kafka has them.
+//!
+//! The transports (`http` with `routes` and `handlers`, `grpc`) read
+//! requests and write answers (`answers`); `admission` decides, the same for
+//! both; an `EventSink` (`kafka_sink`, or `sink::MemorySink` in tests) takes
+//! what was admitted. `gateway` assembles them on any sink.
 
 pub mod acked_producer;
 pub mod admission;

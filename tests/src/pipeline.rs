@@ -47,7 +47,7 @@ impl Default for PipelineOptions {
 
 impl PipelineOptions {
     /// Sets `key=value` in `stage`'s environment (`ingest`, `processor`,
-    /// `aggregator`).
+    /// `aggregator`, or `*` for all three).
     pub fn env(mut self, stage: &str, key: &str, value: &str) -> Self {
         self.env.push((stage.into(), key.into(), value.into()));
         self
@@ -75,7 +75,7 @@ impl Pipeline {
             options
                 .env
                 .iter()
-                .filter(|(stage, ..)| stage == bin)
+                .filter(|(stage, ..)| stage == bin || stage == "*")
                 .map(|(_, k, v)| (k.clone(), v.clone()))
                 .collect()
         };

@@ -10,11 +10,12 @@
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weir_tests::load::WRITE_KEY;
+use weir_tests::pipeline::poll_until;
 use weir_tests::stack::free_port;
-use weir_tests::{Stack, Stage};
+use weir_tests::{Pipeline, PipelineOptions, Stage};
 
 /// A span as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -156,15 +157,10 @@ async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
     let spans = Arc::new(Mutex::new(Vec::new()));
     let port = free_port();
     tokio::spawn(receiver(port, spans.clone()));
-    let stack = Stack::start().await;
     let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
-    let otlp = [("WEIR_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str())];
-    let ingest = stack.stage("ingest", "0", &otlp);
-    let processor = stack.stage("processor", "0", &[otlp[0], ("WEIR_INSTANCE_ID", "t0")]);
-    let aggregator = stack.stage("aggregator", "0", &otlp);
-    for s in [&ingest, &processor, &aggregator] {
-        s.wait_ready().await;
-    }
+    let options = PipelineOptions::default().env("*", "WEIR_TELEMETRY__OTLP_ENDPOINT", &endpoint);
+    let p = Pipeline::start_with(options).await;
+    let (ingest, processor, aggregator) = (&p.ingest, p.processor(), &p.aggregator);
 
     // The client starts the trace; every stage must join it.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -178,22 +174,25 @@ async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
         .unwrap();
     assert_eq!(r.status(), 202);
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let trace = loop {
-        let trace: Vec<Span> = spans
-            .lock()
-            .unwrap()
+    let traced = || -> Vec<Span> {
+        let spans = spans.lock().unwrap();
+        spans
             .iter()
             .filter(|s| s.trace_id == trace_id)
             .cloned()
-            .collect();
-        let services: std::collections::BTreeSet<&str> =
-            trace.iter().map(|s| s.service.as_str()).collect();
-        if services.len() == 3 || Instant::now() > deadline {
-            break trace;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+            .collect()
     };
+    let services = |trace: &[Span]| -> usize {
+        let names: std::collections::BTreeSet<&str> =
+            trace.iter().map(|s| s.service.as_str()).collect();
+        names.len()
+    };
+    // All three stages' spans, or (after a minute) what came, for the asserts to show.
+    poll_until(Duration::from_secs(60), || async {
+        (services(&traced()) == 3).then_some(())
+    })
+    .await;
+    let trace = traced();
     let by_id: BTreeMap<&str, &Span> = trace.iter().map(|s| (s.span_id.as_str(), s)).collect();
     let find = |service: &str, name: &str| {
         trace
@@ -227,7 +226,7 @@ async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
         "ingest's spans hang off the client's ({hops:?})"
     );
 
-    documented_metrics_are_exported(&ingest, &processor, &aggregator).await;
+    documented_metrics_are_exported(ingest, processor, aggregator).await;
 }
 
 async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggregator: &Stage) {

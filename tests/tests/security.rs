@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use weir_tests::load::{urlencode, READ_KEY, WRITE_KEY};
-use weir_tests::{Stack, Stage};
+use weir_tests::{Pipeline, PipelineOptions, Stage};
 
 const WRONG_KEY: &str = "wrong-key-Zq81xT4v";
 /// A second tenant's write key: its events are the canary of the injections.
@@ -220,27 +220,21 @@ async fn enforce(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_enforced_everywhere_never_logged_and_injections_stay_inert() {
     use weir_ingest::grpc::proto::{event_client::EventClient, EventBatch, EventEntry};
-    let mut stack = Stack::start().await;
     let grpc = format!("127.0.0.1:{}", weir_tests::stack::free_port());
     let write_keys = format!("{WRITE_KEY}:test,{OTHER_KEY}:other");
-    let ingest = stack.stage(
-        "ingest",
-        "0",
-        &[
-            ("RUST_LOG", LOG_LEVEL),
-            ("WEIR_GRPC_LISTEN", &grpc),
-            ("WEIR_AUTH__WRITE_KEYS", &write_keys),
-            ("WEIR_DELIVERY_TIMEOUT_MS", "3000"),
-        ],
-    );
-    let processor = stack.stage(
-        "processor",
-        "0",
-        &[("RUST_LOG", LOG_LEVEL), ("WEIR_INSTANCE_ID", "sec0")],
-    );
-    let aggregator = stack.stage("aggregator", "0", &[("RUST_LOG", LOG_LEVEL)]);
-    for s in [&ingest, &processor, &aggregator] {
-        s.wait_ready().await;
+    let options = PipelineOptions::default()
+        .env("*", "RUST_LOG", LOG_LEVEL)
+        .env("ingest", "WEIR_GRPC_LISTEN", &grpc)
+        .env("ingest", "WEIR_AUTH__WRITE_KEYS", &write_keys)
+        .env("ingest", "WEIR_DELIVERY_TIMEOUT_MS", "3000");
+    let Pipeline {
+        mut stack,
+        ingest,
+        processors,
+        aggregator,
+    } = Pipeline::start_with(options).await;
+    let processor = &processors[0];
+    for s in [&ingest, processor, &aggregator] {
         // Unknown routes answer 404 in JSON, before and whatever the key.
         weir_tests::docs::assert_unknown_routes_answer_json(&s.url("")).await;
     }
@@ -477,7 +471,7 @@ async fn keys_are_enforced_everywhere_never_logged_and_injections_stay_inert() {
             );
         }
     }
-    for stage in [&ingest, &processor, &aggregator] {
+    for stage in [&ingest, processor, &aggregator] {
         let log = stage.proc.log_tail(usize::MAX);
         let debug_lines = log
             .lines()
