@@ -3,11 +3,12 @@
 //! processor neither crash-loops nor blocks the partition, and the good
 //! events around them are counted.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_core::headers::Header;
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
 use weir_tests::load::{now_ms, topic_records};
+use weir_tests::pipeline::{eventually_ok, poll_until};
 use weir_tests::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,33 +55,27 @@ async fn poison_records_are_dead_lettered_and_good_ones_counted() {
             .unwrap();
     }
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually_ok("the processor counts all 23 records", || async {
         let counted = processor.metric("weir_processor_events_total").await;
-        if counted >= 23.0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the processor is stuck at {counted} of 23 records:\n{}",
-            processor.proc.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Counted is not yet committed: read until the batch's transaction lands.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let invalid = loop {
+        (counted >= 23.0)
+            .then_some(())
+            .ok_or_else(|| format!("stuck at {counted}:\n{}", processor.proc.log_tail(30)))
+    })
+    .await;
+    // Counted is not yet committed: read until the batch's transaction lands
+    // (or 30 s pass, and the asserts below say what is missing).
+    let read_invalid = || async {
         let brokers = stack.brokers();
-        let invalid =
-            tokio::task::spawn_blocking(move || topic_records(&brokers, "events.invalid"))
-                .await
-                .unwrap()
-                .unwrap();
-        if invalid.len() >= 3 || Instant::now() > deadline {
-            break invalid;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::task::spawn_blocking(move || topic_records(&brokers, "events.invalid"))
+            .await
+            .unwrap()
+            .unwrap()
     };
+    poll_until(Duration::from_secs(30), || async {
+        (read_invalid().await.len() >= 3).then_some(())
+    })
+    .await;
+    let invalid = read_invalid().await;
     let mut keys: Vec<&str> = invalid.iter().map(|r| r.key.as_str()).collect();
     keys.sort();
     keys.dedup();

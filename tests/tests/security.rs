@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use weir_tests::load::{urlencode, READ_KEY, WRITE_KEY};
+use weir_tests::pipeline::eventually_ok;
 use weir_tests::{Pipeline, PipelineOptions, Stage};
 
 const WRONG_KEY: &str = "wrong-key-Zq81xT4v";
@@ -346,21 +347,17 @@ async fn keys_are_enforced_everywhere_never_logged_and_injections_stay_inert() {
             .collect(),
     )
     .await;
-    let deadline = Instant::now() + Duration::from_secs(90);
     let landed = "SELECT countIf(event_id LIKE 'mine-%'), countIf(tenant = 'other'), \
                   countIf(event_id LIKE 'denied-%'), count() FROM events FINAL";
-    let total = loop {
+    // Every event sent with a good key lands, none sent without one.
+    let total = eventually_ok("the events reach ClickHouse", || async {
         let counts = stack.clickhouse_query(landed).await.unwrap_or_default();
-        // Every event sent with a good key lands, none sent without one.
-        if let Some(total) = counts.strip_prefix("10\t10\t0\t") {
-            break total.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "events never reached ClickHouse: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        counts
+            .strip_prefix("10\t10\t0\t")
+            .map(str::to_string)
+            .ok_or(counts)
+    })
+    .await;
     let tables = stack.clickhouse_query("SHOW TABLES").await.unwrap();
     let spec: Value = reqwest::get(aggregator.url("/openapi.json"))
         .await
