@@ -8,13 +8,14 @@
 //! replays that crash on the real broker.
 
 use rdkafka::producer::{FutureProducer, Producer};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_core::kafka::KafkaConfig;
 use weir_core::topics::{ensure_topics, TopicSpec};
 use weir_processor::changelog::kafka::{read_partition, state_record};
 use weir_processor::changelog::StateRecord;
 use weir_processor::partition::{PartitionState, TimeRules};
 use weir_processor::window::WindowAssigner;
+use weir_tests::pipeline::eventually_ok_within;
 use weir_tests::stack::Broker;
 
 const STATE: &str = "processor.state";
@@ -123,22 +124,26 @@ async fn committed_state_survives_a_broker_that_compacts_an_open_transaction() {
     drop(producer);
 
     // On start the broker compacts: wait until no key has two records.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let unslotted = read(&kafka, UNSLOTTED).await;
-        let keys: std::collections::BTreeSet<&String> = unslotted.iter().map(|r| &r.key).collect();
-        if unslotted.len() == keys.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the broker did not compact on restart: {} records, {} keys (if nisshi's \
-             compaction changed, revisit processor/src/slots.rs)",
-            unslotted.len(),
-            keys.len()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually_ok_within(
+        "the broker compacts on restart",
+        Duration::from_secs(60),
+        || async {
+            let unslotted = read(&kafka, UNSLOTTED).await;
+            let keys: std::collections::BTreeSet<&String> =
+                unslotted.iter().map(|r| &r.key).collect();
+            (unslotted.len() == keys.len())
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "{} records, {} keys (if nisshi's compaction changed, revisit \
+                 processor/src/changelog/slots.rs)",
+                        unslotted.len(),
+                        keys.len()
+                    )
+                })
+        },
+    )
+    .await;
 
     // What a processor restoring the partition now would read.
     let restore = |topic: &'static str| {

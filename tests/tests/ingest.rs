@@ -4,7 +4,9 @@
 use base64::Engine;
 use serde_json::{json, Value};
 use std::io::Write;
+use std::time::Duration;
 use weir_tests::load::{topic_records, TENANT, WRITE_KEY};
+use weir_tests::pipeline::{eventually_ok, eventually_ok_within, eventually_within};
 use weir_tests::{Stack, Stage};
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -272,19 +274,13 @@ async fn auth_off_uses_the_default_tenant_and_auth_on_needs_keys() {
 
     // Auth on without any key is a configuration error, said at start.
     let mut closed = stack.stage("ingest", "nokeys", &[("WEIR_AUTH__WRITE_KEYS", "")]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !closed
-        .proc
-        .log_tail(50)
-        .contains("no write keys are configured")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            closed.proc.log_tail(50)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    eventually_ok_within("it says so", Duration::from_secs(30), || async {
+        let log = closed.proc.log_tail(50);
+        log.contains("no write keys are configured")
+            .then_some(())
+            .ok_or(log)
+    })
+    .await;
     closed.proc.kill9();
 }
 
@@ -403,14 +399,11 @@ async fn readiness_follows_kafka_and_the_registry() {
     let wait_for = |want: u16| {
         let ready = &ready;
         async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while ready().await != want {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "/readyz never answered {want}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
+            let what = format!("/readyz answers {want}");
+            eventually_within(&what, Duration::from_secs(30), || async {
+                (ready().await == want).then_some(())
+            })
+            .await
         }
     };
     stack.registry.kill9();
@@ -468,23 +461,22 @@ async fn broker_outage_gets_503_and_loses_no_acknowledged_event() {
 
     stack.kafka.restart();
     // The gateway recovers by itself once the broker is back.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     let mut i = 0;
-    loop {
-        let (id, s, v, _) = send(format!("after-{i}")).await;
+    let id = eventually_ok("ingest recovers", || {
         i += 1;
-        if s == 202 {
-            acked.insert(id);
-            break;
+        let id = format!("after-{i}");
+        let send = &send;
+        async move {
+            let (id, s, v, _) = send(id).await;
+            if s == 202 {
+                return Ok(id);
+            }
+            assert_eq!(s, 503, "{v}");
+            Err(v.to_string())
         }
-        assert_eq!(s, 503, "{v}");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ingest did not recover: {v}\n{}",
-            ingest.proc.log_tail(30)
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    })
+    .await;
+    acked.insert(id);
     for j in 0..5 {
         let (id, s, _, _) = send(format!("later-{j}")).await;
         assert_eq!(s, 202);
