@@ -40,10 +40,15 @@ pub struct ProcessorConfig {
     pub commit_interval_ms: u64,
     /// Most records taken into one transaction.
     pub max_batch: usize,
+    /// The primary windows: one-minute tumbling windows, the unit the
+    /// aggregator's tables and the query API add up (totals, groups by
+    /// minute, hour and day, rolling windows, active users). Any other spec
+    /// would be counted wrongly there, so `validate` refuses it.
     pub window_size_ms: i64,
-    /// Equal to the size for tumbling windows; smaller for hopping windows.
     pub window_advance_ms: i64,
-    /// More window specs, each counted from the same stream at once, e.g.
+    /// More window specs, each counted from the same stream at once and
+    /// written to `aggregates.<name>` only (Kafka outputs for downstream
+    /// consumers; ClickHouse and the API read the primary windows), e.g.
     /// `[{ name = "1h", size_ms = 3600000, advance_ms = 300000 }]`. An event
     /// too late for the primary window is dead-lettered and counted nowhere.
     pub extra_windows: Vec<ExtraWindow>,
@@ -68,6 +73,9 @@ pub struct ProcessorConfig {
     pub telemetry: TelemetryConfig,
 }
 
+/// The primary windows' size and advance: one-minute tumbling windows.
+pub const PRIMARY_WINDOW_MS: i64 = 60_000;
+
 impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
@@ -78,8 +86,8 @@ impl Default for ProcessorConfig {
             commit_mode: CommitModeSetting::Auto,
             commit_interval_ms: 500,
             max_batch: 5_000,
-            window_size_ms: 60_000,
-            window_advance_ms: 60_000,
+            window_size_ms: PRIMARY_WINDOW_MS,
+            window_advance_ms: PRIMARY_WINDOW_MS,
             extra_windows: vec![],
             out_of_orderness_ms: 5_000,
             allowed_lateness_ms: 60_000,
@@ -101,10 +109,14 @@ impl Default for ProcessorConfig {
 
 impl ProcessorConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.window_size_ms > 0, "window_size_ms must be positive");
         anyhow::ensure!(
-            self.window_advance_ms > 0 && self.window_advance_ms <= self.window_size_ms,
-            "window_advance_ms must be in (0, window_size_ms]"
+            self.window_size_ms == PRIMARY_WINDOW_MS && self.window_advance_ms == PRIMARY_WINDOW_MS,
+            "window_size_ms and window_advance_ms must both be {PRIMARY_WINDOW_MS} (got {} and {}): \
+             the primary windows are the one-minute units ClickHouse and the query API add up, \
+             and hopping ones would count each event size/advance times there; count other \
+             specs with extra_windows",
+            self.window_size_ms,
+            self.window_advance_ms
         );
         let mut names = std::collections::BTreeSet::new();
         for w in &self.extra_windows {
@@ -159,5 +171,37 @@ impl ProcessorConfig {
 impl weir_core::service::StageConfig for ProcessorConfig {
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_minute_tumbling_primary_windows_start() {
+        assert!(ProcessorConfig::default().validate().is_ok());
+        for (size, advance) in [(60_000, 30_000), (300_000, 300_000), (300_000, 60_000)] {
+            let cfg = ProcessorConfig {
+                window_size_ms: size,
+                window_advance_ms: advance,
+                ..Default::default()
+            };
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("window_advance_ms must both be 60000") && e.contains("extra_windows"),
+                "{size}/{advance}: {e}"
+            );
+        }
+        // Hopping specs are for extra windows, which only Kafka readers see.
+        let cfg = ProcessorConfig {
+            extra_windows: vec![ExtraWindow {
+                name: "1h".into(),
+                size_ms: 3_600_000,
+                advance_ms: 300_000,
+            }],
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_ok());
     }
 }
