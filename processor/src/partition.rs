@@ -10,7 +10,7 @@ use crate::changelog::format::{dedup_segment_key, window_key, StateRecord, State
 use crate::changelog::restore::{restore, RestoreError};
 use crate::changelog::slots::ChangelogSlots;
 use crate::dedup::{dedup_key, evicted_by, DedupStore};
-use crate::watermark::Watermark;
+use crate::watermark::{self, Watermark};
 use crate::window::{AggKey, Window, WindowAssigner, WindowState};
 use std::collections::{BTreeMap, BTreeSet};
 use weir_core::{Event, WindowAggregate};
@@ -214,7 +214,8 @@ impl PartitionState {
                 self.dirty.insert((spec, w.start));
             }
         }
-        self.watermark.observe(ts);
+        self.watermark
+            .observe(watermark::observed_time(ts, event.received_at));
         self.close_ready(offset);
         Verdict::Accepted {
             window_start: first.start,

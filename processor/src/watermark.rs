@@ -1,7 +1,10 @@
 //! Watermarks: how far event time has progressed.
 //!
 //! A partition's watermark is the largest event time it has seen minus the
-//! out-of-orderness bound. Lateness decisions use the partition's own
+//! out-of-orderness bound. The event time it observes is capped at the
+//! server's receive time (`observed_time`): a client whose clock runs fast
+//! cannot move the watermark past the server's clock and make every honest
+//! event of its partition late. Lateness decisions use the partition's own
 //! watermark, so that replaying a partition reproduces them exactly; the
 //! processor-wide watermark (the minimum over active partitions) is what
 //! operators watch.
@@ -45,6 +48,12 @@ impl Watermark {
         self.max_event_time
             .map_or(i64::MIN, |m| m.saturating_sub(self.bound_ms))
     }
+}
+
+/// The time a watermark observes for an event: its event time, but never
+/// past the time ingest received it. Windows still take the event time.
+pub fn observed_time(event_time: i64, received_at: i64) -> i64 {
+    event_time.min(received_at)
 }
 
 /// The processor-wide watermark: the minimum over partitions that have seen

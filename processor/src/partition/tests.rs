@@ -31,19 +31,27 @@ fn event(id: u32, ts: i64, user: u32) -> Event {
     }
 }
 
-/// Events with duplicate ids, disorder and some far-late stragglers.
+/// A client whose clock runs this far ahead of the server's.
+const FAST_CLOCK_MS: i64 = 9 * 60_000;
+
+/// Events with duplicate ids, disorder, some far-late stragglers and some
+/// from a client whose clock runs 9 minutes fast; the server receives each
+/// at `t + 700` (the stragglers and fast ones at `t`).
 fn input() -> impl Strategy<Value = Vec<Event>> {
     prop::collection::vec((0u32..60, 0i64..40_000, 0u32..10, 0u8..10), 1..150).prop_map(|v| {
         let mut t = 0;
         v.into_iter()
-            .map(|(id, jitter, user, late)| {
+            .map(|(id, jitter, user, kind)| {
                 t += 200;
-                let ts = if late == 0 {
-                    t - 5_000
-                } else {
-                    t + jitter % 700
+                let (ts, received_at) = match kind {
+                    0 => (t - 5_000, t),
+                    1 => (t + FAST_CLOCK_MS, t),
+                    _ => (t + jitter % 700, t + 700),
                 };
-                event(id, ts, user)
+                Event {
+                    received_at,
+                    ..event(id, ts, user)
+                }
             })
             .collect()
     })
@@ -225,8 +233,8 @@ proptest! {
 }
 
 /// The engine's meaning, written plainly: an id counts the first time
-/// it is seen, if the watermark (max event time seen before it, minus the
-/// out-of-orderness bound) has not closed (window end + allowed lateness)
+/// it is seen, if the watermark (max event time seen before it, each capped
+/// at its receive time, minus the out-of-orderness bound) has not closed (window end + allowed lateness)
 /// every primary window of its time; it then counts into every open
 /// window of every spec. Keyed by (spec, name, window start).
 fn reference(
@@ -260,7 +268,9 @@ fn reference(
                 slot.1.extend(e.user_key().map(str::to_string));
             }
         }
-        max_ts = Some(max_ts.map_or(e.timestamp, |m| m.max(e.timestamp)));
+        // The watermark never runs ahead of the server's clock.
+        let observed = e.timestamp.min(e.received_at);
+        max_ts = Some(max_ts.map_or(observed, |m| m.max(observed)));
     }
     out
 }
@@ -340,4 +350,32 @@ fn late_event_goes_late_and_in_lateness_reemits() {
     let w1: Vec<_> = rows.iter().filter(|r| r.window_start == 1_000).collect();
     assert!(!w1.is_empty() && w1.iter().all(|r| r.is_final && r.emitted_seq == 3));
     assert_eq!(w1.iter().map(|r| r.count).sum::<i64>(), 2);
+}
+
+#[test]
+fn a_fast_client_clock_makes_no_honest_event_late() {
+    let mut s = PartitionState::new(0, rules());
+    let honest = |id: u32, t: i64| Event {
+        received_at: t + 50,
+        ..event(id, t, 1)
+    };
+    assert!(matches!(
+        s.process(0, &honest(1, 10_000)),
+        Verdict::Accepted { .. }
+    ));
+    // One device 9 minutes fast: counted in its (future) window...
+    let fast = Event {
+        received_at: 10_100,
+        ..event(2, 10_100 + FAST_CLOCK_MS, 2)
+    };
+    assert!(matches!(s.process(1, &fast), Verdict::Accepted { .. }));
+    // ...but the watermark stays at the server's clock, so the honest events
+    // that follow are on time (before, they were all late).
+    assert_eq!(s.watermark(), 10_100 - 500);
+    for (i, t) in [(3, 10_200), (4, 10_300), (5, 9_800)] {
+        assert!(
+            matches!(s.process(i as i64, &honest(i, t)), Verdict::Accepted { .. }),
+            "honest event at {t}"
+        );
+    }
 }
