@@ -251,7 +251,7 @@ async fn restore_1m(stack: &Stack) -> anyhow::Result<(usize, f64)> {
     let mut records = vec![];
     for i in 0..n {
         let e = weir_core::Event {
-            received_at: base,
+            received_at: base + i * 3_000_000 / n + 40,
             user_id: Some(format!("user-{}", i % 1000)),
             channel: Some("web".into()),
             ..weir_core::Event::new(
