@@ -252,6 +252,12 @@ impl HealthCheck for ClickHouseHealth {
     }
 
     fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
-        Box::pin(async move { self.0.health_check().await.map_err(|e| format!("{e:#}")) })
+        Box::pin(async move {
+            // The reason is public on /readyz; the error itself goes to the log.
+            self.0.health_check().await.map_err(|e| {
+                tracing::debug!(error = %format!("{e:#}"), "ClickHouse health check failed");
+                "ClickHouse does not answer".to_string()
+            })
+        })
     }
 }

@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         ABOUT,
         |cfg: AggregatorConfig, svc| async move {
             // Configuration mistakes fail before any network wait.
+            anyhow::ensure!(cfg.consumers >= 1, "consumers must be at least 1");
             let read_keys = cfg.auth.keys(KeyKind::Read)?.map(Arc::new);
             if read_keys.is_none() {
                 tracing::warn!("read-key auth is off; the query API answers anyone");
@@ -32,6 +33,11 @@ async fn main() -> anyhow::Result<()> {
             else {
                 return Ok(());
             };
+            // Every consumer's component exists before the first check can
+            // answer, so /readyz is never ready while consumers still start.
+            let consumers: Vec<_> = (0..cfg.consumers)
+                .map(|n| svc.health.component(format!("consumer-{n}")))
+                .collect();
             svc.poll(sink.health());
             let app = api::router(weir_aggregator::query::ApiState {
                 client: sink.client().clone(),
@@ -44,13 +50,11 @@ async fn main() -> anyhow::Result<()> {
                 svc.shutdown.clone(),
                 cfg.http.clone(),
             ));
-            anyhow::ensure!(cfg.consumers >= 1, "consumers must be at least 1");
             let mut runs = tokio::task::JoinSet::new();
-            for n in 0..cfg.consumers {
+            for (n, ready) in consumers.into_iter().enumerate() {
                 let mut one = cfg.clone();
                 one.instance_id = format!("{}-{n}", cfg.instance_id);
                 let aggregator = Aggregator::build(one, sink.clone()).await?;
-                let ready = svc.health.component(format!("consumer-{n}"));
                 runs.spawn(aggregator.run(ready, svc.shutdown.clone()));
             }
             let mut result = Ok(());

@@ -262,7 +262,7 @@ impl Aggregator {
                 Err(e) => {
                     metrics::counter!("weir_aggregator_insert_failures_total").increment(1);
                     tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "ClickHouse insert failed; holding the batch");
-                    ready.not_ready(format!("ClickHouse insert failed: {e}"));
+                    ready.not_ready("ClickHouse inserts fail (see the log)");
                     if shutdown.is_cancelled() {
                         // Not committed, so the next start reads these records again.
                         return;

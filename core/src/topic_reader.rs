@@ -56,6 +56,9 @@ pub fn read_to_end(
             ("enable.auto.commit", "false"),
             ("isolation.level", isolation_level),
             ("enable.partition.eof", "false"),
+            // An offset out of range must restart from the beginning, never
+            // jump to the end: a read that skips records must not look done.
+            ("auto.offset.reset", "earliest"),
         ])
         .create()?;
     let timeout = Duration::from_secs(10);
@@ -102,9 +105,9 @@ pub fn read_to_end(
                     ends.remove(&m.partition());
                 }
             }
-            Some(Err(e)) => {
-                tracing::warn!(topic, error = %e, "reading to the end");
-            }
+            // A read that cannot be sure it saw every record fails: a
+            // restore from half a changelog would count wrongly.
+            Some(Err(e)) => anyhow::bail!("reading {topic} to its end: {e}"),
             None => {
                 let position = consumer.position()?;
                 for e in position.elements_for_topic(topic) {

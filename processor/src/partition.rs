@@ -112,6 +112,13 @@ impl PartitionState {
         let mut state = Self::new(partition, rules);
         if let Some(committed) = committed {
             let restored = restore(state.windows.len(), &mut dedup, records, committed)?;
+            if restored.rolled_back > 0 {
+                tracing::info!(
+                    partition,
+                    rolled_back = restored.rolled_back,
+                    "changelog records older than an earlier version of their key were ignored"
+                );
+            }
             state.windows = restored.windows;
             state.segments = restored.segments;
             state.slots = restored.slots;

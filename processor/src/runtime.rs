@@ -199,7 +199,9 @@ impl Processor {
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "batch failed; aborting and rewinding to the last commit");
                     metrics::counter!("weir_processor_aborts_total").increment(1);
-                    ready.not_ready(format!("rewinding to the last commit after: {e:#}"));
+                    ready.not_ready(
+                        "rewinding to the last commit after a failed batch (see the log)",
+                    );
                     if let Err(e) = self.rewind().await {
                         tracing::error!(error = %format!("{e:#}"), "rewind failed");
                     }

@@ -39,6 +39,8 @@ pub struct Restored {
     pub max_event_time: Option<i64>,
     /// Which slot holds each key's committed version.
     pub slots: ChangelogSlots,
+    /// Records ignored because a newer version of their key came earlier.
+    pub rolled_back: u64,
 }
 
 /// The state of `records` as of `committed` (the next offset to consume),
@@ -54,7 +56,15 @@ pub fn restore(
         windows: vec![BTreeMap::new(); specs],
         ..Default::default()
     };
-    for (key, slot, value, other_holds_value) in committed_versions(records, committed) {
+    let (versions, rolled_back) = committed_versions(records, committed);
+    out.rolled_back = rolled_back;
+    for Version {
+        key,
+        slot,
+        value,
+        other_holds_value,
+    } in versions
+    {
         if key != OWNER_KEY {
             out.slots
                 .restored(&key, slot, value.is_none(), other_holds_value);
@@ -98,8 +108,17 @@ pub fn restore(
     Ok(out)
 }
 
-/// Each state key's committed version: (key, slot, value, whether the other
-/// slot's newest record holds a value), for keys with one.
+/// A state key's committed version.
+struct Version {
+    key: String,
+    slot: Slot,
+    value: Option<Vec<u8>>,
+    /// Whether the other slot's newest record holds a value.
+    other_holds_value: bool,
+}
+
+/// Each state key's committed version, for keys with one; and how many
+/// records were older than a version of their key that came before them.
 ///
 /// The newest version of a key is the one with the highest `upto`, not the
 /// last one in the log: a record can land after a newer version of its key
@@ -109,7 +128,7 @@ pub fn restore(
 fn committed_versions(
     records: impl IntoIterator<Item = StateRecord>,
     committed: i64,
-) -> Vec<(String, Slot, Option<Vec<u8>>, bool)> {
+) -> (Vec<Version>, u64) {
     #[derive(Default)]
     struct KeyLog {
         /// The version kept: (upto, slot, value).
@@ -131,17 +150,18 @@ fn committed_versions(
             _ => log.pick = Some((r.upto, slot, r.value)),
         }
     }
-    if rolled_back > 0 {
-        tracing::info!(
-            rolled_back,
-            "changelog records older than an earlier version of their key were ignored"
-        );
-    }
-    keys.into_iter()
+    let versions = keys
+        .into_iter()
         .filter_map(|(key, log)| {
             let (_, slot, value) = log.pick?; // never committed: skipped
-            let other = log.newest_holds_value[slot.other() as usize];
-            Some((key, slot, value, other))
+            let other_holds_value = log.newest_holds_value[slot.other() as usize];
+            Some(Version {
+                key,
+                slot,
+                value,
+                other_holds_value,
+            })
         })
-        .collect()
+        .collect();
+    (versions, rolled_back)
 }
