@@ -5,16 +5,19 @@
 //! processor re-emission, changes nothing that FINAL queries see.
 
 use crate::config::ClickHouseConfig;
+use crate::late::{EventKey, LateMinute, Lookup, LATE_LANE, MINUTE_MS};
 use crate::migrations;
 use crate::namespaces::NamespaceTable;
+use crate::store::CountStore;
 use clickhouse::{Client, Row};
 use serde::Serialize;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use weir_core::health::HealthCheck;
 use weir_core::{Event, WindowAggregate};
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub struct EventRow {
     pub tenant: String,
     pub event_id: String,
@@ -35,6 +38,8 @@ pub struct EventRow {
     pub description: String,
     pub kafka_partition: u32,
     pub kafka_offset: u64,
+    /// 1: counted through the late lane (see `late`).
+    pub late: u8,
 }
 
 impl EventRow {
@@ -70,11 +75,12 @@ impl EventRow {
             description: e.description.unwrap_or_default(),
             kafka_partition: partition as u32,
             kafka_offset: offset as u64,
+            late: 0,
         }
     }
 }
 
-#[derive(Debug, Row, Serialize)]
+#[derive(Debug, Clone, Row, Serialize)]
 pub struct AggregateRow {
     pub tenant: String,
     pub name: String,
@@ -166,39 +172,6 @@ impl ClickHouseSink {
         ClickHouseHealth(self.clone())
     }
 
-    pub async fn insert_events(&self, rows: &[EventRow]) -> anyhow::Result<()> {
-        self.insert("events", rows).await
-    }
-
-    /// Into the Null table whose view turns user ids into mergeable states.
-    pub async fn insert_aggregates(&self, rows: &[AggregateRow]) -> anyhow::Result<()> {
-        self.insert("event_counts_1m_in", rows).await
-    }
-
-    /// Recomputes the hourly rollup for every hour `rows` fall in, from the
-    /// minute table (see migration 0004). Runs after the rows are inserted
-    /// and before their offsets are committed, so a crash in between redoes
-    /// it.
-    pub async fn refresh_hours(&self, rows: &[AggregateRow]) -> anyhow::Result<()> {
-        const HOUR: i64 = 3_600_000;
-        let hours: std::collections::BTreeSet<i64> = rows
-            .iter()
-            .map(|r| r.window_start.div_euclid(HOUR) * HOUR)
-            .collect();
-        // Runs of consecutive hours, one query each: usually a single hour.
-        let mut runs: Vec<(i64, i64)> = vec![];
-        for h in hours {
-            match runs.last_mut() {
-                Some((_, end)) if *end == h => *end = h + HOUR,
-                _ => runs.push((h, h + HOUR)),
-            }
-        }
-        for (from, to) in runs {
-            self.refresh_range(from, to).await?;
-        }
-        Ok(())
-    }
-
     /// Recomputes the hourly rollup of the hours in `[from_ms, to_ms)`
     /// (whole hours) from the minute table.
     pub async fn refresh_range(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<()> {
@@ -238,6 +211,128 @@ impl ClickHouseSink {
             insert.write(r).await?;
         }
         insert.end().await?;
+        Ok(())
+    }
+}
+
+/// A list bound as an SQL tuple, `('a', 'b')`, the right side of `IN` (the
+/// client binds a slice as an array, which `IN` does not take). Never empty
+/// where it is used.
+struct SqlTuple<'a, T>(&'a [T]);
+
+impl<T: Serialize> Serialize for SqlTuple<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for v in self.0 {
+            t.serialize_element(v)?;
+        }
+        t.end()
+    }
+}
+
+/// The production store: every step one ClickHouse statement.
+impl CountStore for ClickHouseSink {
+    async fn insert_events<'a>(&'a self, rows: &'a [&'a EventRow]) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.client.insert::<EventRow>("events").await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Into the Null table whose view turns user ids into mergeable states.
+    async fn insert_aggregates(&self, rows: &[AggregateRow]) -> anyhow::Result<()> {
+        self.insert("event_counts_1m_in", rows).await
+    }
+
+    async fn stored_keys(&self, lookup: &Lookup) -> anyhow::Result<HashSet<EventKey>> {
+        if lookup.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let days: Vec<u32> = lookup
+            .days
+            .iter()
+            .map(|d| (d.div_euclid(86_400_000)).clamp(0, u16::MAX as i64) as u32)
+            .collect();
+        let found: Vec<(String, String)> = self
+            .client
+            .query(
+                "SELECT DISTINCT toString(tenant), event_id FROM events \
+                 WHERE tenant IN ? AND toUInt32(toDate(timestamp)) IN ? AND event_id IN ?",
+            )
+            .bind(SqlTuple(&lookup.tenants.iter().collect::<Vec<_>>()))
+            .bind(SqlTuple(&days))
+            .bind(SqlTuple(&lookup.event_ids.iter().collect::<Vec<_>>()))
+            .fetch_all()
+            .await?;
+        Ok(found.into_iter().collect())
+    }
+
+    /// Recomputes the late lane of `minutes` from the late events stored
+    /// (see `late`): one row per minute, name and channel, with every
+    /// distinct late event and user of it, versioned by ClickHouse's clock.
+    async fn recompute_late(&self, minutes: &BTreeSet<LateMinute>) -> anyhow::Result<()> {
+        if minutes.is_empty() {
+            return Ok(());
+        }
+        let tenants: BTreeSet<&str> = minutes.iter().map(|m| m.tenant.as_str()).collect();
+        let starts: BTreeSet<i64> = minutes.iter().map(|m| m.window_start).collect();
+        let days: BTreeSet<u32> = starts
+            .iter()
+            .map(|s| s.div_euclid(86_400_000).clamp(0, u16::MAX as i64) as u32)
+            .collect();
+        let sql = format!(
+            "INSERT INTO event_counts_1m_in \
+               (tenant, name, channel, window_start, window_end, input_partition, count, \
+                user_ids, emitted_seq, is_final) \
+             SELECT tenant, name, channel, fromUnixTimestamp64Milli(ws, 'UTC'), \
+                    fromUnixTimestamp64Milli(ws + {MINUTE_MS}, 'UTC'), {LATE_LANE}, \
+                    uniqExact(event_id), \
+                    groupUniqArrayIf(ifNull(user_id, ifNull(anonymous_id, '')), \
+                                     isNotNull(user_id) OR isNotNull(anonymous_id)), \
+                    toUInt64(toUnixTimestamp64Nano(now64(9))), 1 \
+             FROM ( \
+               SELECT tenant, name, channel, event_id, user_id, anonymous_id, \
+                      intDiv(toUnixTimestamp64Milli(timestamp), {MINUTE_MS}) * {MINUTE_MS} AS ws \
+               FROM events FINAL \
+               WHERE late = 1 AND tenant IN ? AND toUInt32(toDate(timestamp)) IN ? \
+             ) \
+             WHERE ws IN ? \
+             GROUP BY tenant, name, channel, ws"
+        );
+        self.client
+            .query(&sql)
+            .bind(SqlTuple(&tenants.into_iter().collect::<Vec<_>>()))
+            .bind(SqlTuple(&days.into_iter().collect::<Vec<_>>()))
+            .bind(SqlTuple(&starts.iter().collect::<Vec<_>>()))
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Recomputes the hourly rollup for every hour of the minutes starting
+    /// at `starts`, from the minute table (see migration 0004). Runs after
+    /// the rows are inserted and before their offsets are committed, so a
+    /// crash in between redoes it.
+    async fn refresh_hours(&self, starts: &BTreeSet<i64>) -> anyhow::Result<()> {
+        const HOUR: i64 = 3_600_000;
+        let hours: BTreeSet<i64> = starts.iter().map(|s| s.div_euclid(HOUR) * HOUR).collect();
+        // Runs of consecutive hours, one query each: usually a single hour.
+        let mut runs: Vec<(i64, i64)> = vec![];
+        for h in hours {
+            match runs.last_mut() {
+                Some((_, end)) if *end == h => *end = h + HOUR,
+                _ => runs.push((h, h + HOUR)),
+            }
+        }
+        for (from, to) in runs {
+            self.refresh_range(from, to).await?;
+        }
         Ok(())
     }
 }

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "hourly_rollup",
         include_str!("../migrations/0004_hourly_rollup.sql"),
     ),
+    (
+        5,
+        "late_lane",
+        include_str!("../migrations/0005_late_lane.sql"),
+    ),
 ];
 
 pub async fn apply(client: &Client, namespaces: &[NamespaceTable]) -> anyhow::Result<()> {

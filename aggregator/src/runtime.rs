@@ -1,10 +1,13 @@
 //! The aggregator's consume loop: read `events.clean`, `aggregates.1m` and
 //! the two dead-letter topics (read_committed), batch by rows or time, insert
-//! into ClickHouse, and only then commit the offsets. While ClickHouse is
-//! down the loop retries the same batch with backoff and reads nothing new.
+//! into ClickHouse (late events through the late lane, see `late`), and only
+//! then commit the offsets. While ClickHouse is down the loop retries the
+//! same batch with backoff and reads nothing new.
 
 use crate::clickhouse_sink::{AggregateRow, ClickHouseSink, DeadLetterRow, EventRow};
 use crate::config::AggregatorConfig;
+use crate::late::Admitted;
+use crate::store::store_batch;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -45,6 +48,10 @@ impl Aggregator {
         // Counters an alert reads exist from the start, at 0.
         metrics::counter!("weir_aggregator_insert_failures_total").increment(0);
         metrics::counter!("weir_aggregator_query_unauthorized_total").increment(0);
+        for outcome in ["counted", "already_counted"] {
+            metrics::counter!("weir_aggregator_late_events_total", "outcome" => outcome)
+                .increment(0);
+        }
         anyhow::ensure!(!cfg.instance_id.is_empty(), "instance_id must not be empty");
         let session_timeout = cfg.session_timeout_ms.to_string();
         let consumer: StreamConsumer = cfg
@@ -147,9 +154,9 @@ impl Aggregator {
         loop {
             let result = if topic == self.cfg.topics.clean {
                 self.codec.decode_event(msg.payload()).await.map(|e| {
-                    batch
-                        .events
-                        .push(EventRow::new(e, msg.partition(), msg.offset()))
+                    let mut row = EventRow::new(e, msg.partition(), msg.offset());
+                    row.late = Header::Late.read(msg.headers()).is_some() as u8;
+                    batch.events.push(row)
                 })
             } else {
                 self.codec
@@ -242,18 +249,18 @@ impl Aggregator {
         loop {
             let started = std::time::Instant::now();
             let result = async {
-                self.sink.insert_events(&batch.events).await?;
-                self.sink.insert_aggregates(&batch.aggregates).await?;
-                self.sink.refresh_hours(&batch.aggregates).await?;
-                self.sink.insert_dead_letters(&batch.dead_letters).await
+                let admitted = store_batch(&self.sink, &batch.events, &batch.aggregates).await?;
+                self.sink.insert_dead_letters(&batch.dead_letters).await?;
+                anyhow::Ok(admitted)
             }
             .await;
             match result {
-                Ok(()) => {
+                Ok(admitted) => {
                     metrics::histogram!("weir_aggregator_insert_seconds")
                         .record(started.elapsed().as_secs_f64());
+                    record_late(&admitted);
                     metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "events")
-                        .increment(batch.events.len() as u64);
+                        .increment(admitted.store.len() as u64);
                     metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "event_counts_1m").increment(batch.aggregates.len() as u64);
                     metrics::counter!("weir_aggregator_rows_inserted_total", "table" => "dead_letters").increment(batch.dead_letters.len() as u64);
                     ready.ready();
@@ -284,5 +291,22 @@ impl Aggregator {
         {
             tracing::warn!(error = %e, "offset commit failed; the batch will be re-read and re-inserted idempotently");
         }
+    }
+}
+
+/// The late lane's metrics for a stored batch: how many late events it
+/// counted or found counted, and each counted one's correction lag, from
+/// ingest's acknowledgement (`received_at`) until now, when ClickHouse
+/// counts it.
+fn record_late(admitted: &Admitted<'_>) {
+    metrics::counter!("weir_aggregator_late_events_total", "outcome" => "counted")
+        .increment(admitted.counted_late.len() as u64);
+    metrics::counter!("weir_aggregator_late_events_total", "outcome" => "already_counted")
+        .increment(admitted.already_counted as u64);
+    let now = weir_core::event::now_ms();
+    for row in &admitted.counted_late {
+        let lag_ms = now.saturating_sub(row.received_at).max(0);
+        metrics::histogram!("weir_aggregator_late_correction_lag_seconds")
+            .record(lag_ms as f64 / 1000.0);
     }
 }

@@ -9,14 +9,16 @@ use rdkafka::message::{Header as KafkaHeader, Headers, OwnedHeaders};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
     /// W3C trace context: on `events.raw` (ingest) and carried onward by the
-    /// processor to `events.clean` and `events.late`.
+    /// processor to `events.clean`.
     TraceParent,
     /// `events.clean`: the start of the first primary window the event
     /// counts in (epoch ms).
     WindowStart,
-    /// `events.late`: why the event was dead-lettered.
+    /// `events.late` (written by releases before late events were counted):
+    /// why the event was dead-lettered.
     Reason,
-    /// `events.late`: the partition's watermark when it arrived (epoch ms).
+    /// `events.late` (earlier releases): the partition's watermark when it
+    /// arrived (epoch ms).
     Watermark,
     /// `events.late`, `events.invalid`: where the record came from,
     /// `<topic>/<partition>/<offset>`.
@@ -27,6 +29,10 @@ pub enum Header {
     Upto,
     /// `events.clean`: a late event put back by `processor replay-late`.
     Replayed,
+    /// `events.clean`: the event came after its windows closed, so the
+    /// aggregator counts it through the late lane (the value is the
+    /// partition's watermark when it arrived, epoch ms).
+    Late,
 }
 
 impl Header {
@@ -41,6 +47,7 @@ impl Header {
             Header::Error => "weir-error",
             Header::Upto => "weir-upto",
             Header::Replayed => "weir-replayed",
+            Header::Late => "weir-late",
         }
     }
 
@@ -127,6 +134,7 @@ mod tests {
             Header::Error,
             Header::Upto,
             Header::Replayed,
+            Header::Late,
         ];
         let names: std::collections::BTreeSet<_> = all.iter().map(|h| h.name()).collect();
         assert_eq!(names.len(), all.len());

@@ -89,13 +89,14 @@ impl Telemetry {
             .with(otel)
             .try_init()?;
         // Durations are histograms with buckets, not summaries, so that
-        // Prometheus can aggregate them across replicas.
+        // Prometheus can aggregate them across replicas. The buckets reach
+        // minutes for the late lane's lag, whose alert fires past 60 s.
         let metrics = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Suffix("_seconds".into()),
                 &[
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    30.0,
+                    30.0, 60.0, 120.0, 300.0,
                 ],
             )?
             .install_recorder()?;

@@ -77,6 +77,7 @@ fn ingest_limits() -> &'static Limits {
             max_future_skew_ms: cfg.max_future_skew_ms,
             max_string_bytes: cfg.max_string_bytes,
             max_properties: cfg.max_properties,
+            max_event_age_ms: cfg.max_event_age_ms,
             flag_older_than_ms: cfg.flag_older_than_ms,
             ..Default::default()
         }
@@ -183,6 +184,7 @@ fn map_event(v: Value, limits: &Limits) -> Option<Event> {
     assert!(!event.event_id.is_empty() && event.event_id.len() <= 128);
     assert!(event.timestamp > 0);
     assert!(event.timestamp <= RECEIVED_AT.saturating_add(limits.max_future_skew_ms));
+    assert!(RECEIVED_AT.saturating_sub(event.timestamp) <= limits.max_event_age_ms);
     assert_eq!(event.tenant, TENANT);
     assert!(event.items.len() <= limits.max_items);
     assert!(event.properties.len() <= limits.max_properties);

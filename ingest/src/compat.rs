@@ -436,7 +436,9 @@ mod tests {
             e.properties["meta"],
             PropertyValue::String("{\"a\":1}".into())
         );
-        let e = event(json!({"timestamp": 1, "service": "s", "type": "x", "details": "not json"}));
+        let e = event(
+            json!({"timestamp": 1_699_999_999, "service": "s", "type": "x", "details": "not json"}),
+        );
         assert_eq!(
             e.properties["details"],
             PropertyValue::String("not json".into())

@@ -32,10 +32,15 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     pub max_batch_events: usize,
     pub max_future_skew_ms: i64,
+    /// Events older than this (by their time, after the `sent_at`
+    /// correction, against ingest's clock) are refused with a 400; every
+    /// younger one is counted. Default 7 days (see `validate`).
+    pub max_event_age_ms: i64,
     pub max_string_bytes: usize,
     pub max_properties: usize,
     /// Older events are accepted with a warning in the answer (and counted
-    /// in `weir_ingest_events_flagged_total`); set it to the dedup horizon.
+    /// in `weir_ingest_events_flagged_total`): they are counted through the
+    /// aggregator's late lane.
     pub flag_older_than_ms: i64,
     /// How long Kafka may take to acknowledge before the request gets a 503.
     pub delivery_timeout_ms: u64,
@@ -70,6 +75,7 @@ impl Default for IngestConfig {
             max_body_bytes: 5 * 1024 * 1024,
             max_batch_events: 1_000,
             max_future_skew_ms: 10 * 60 * 1000,
+            max_event_age_ms: crate::validate::DEFAULT_MAX_EVENT_AGE_MS,
             max_string_bytes: 8 * 1024,
             max_properties: 256,
             flag_older_than_ms: 24 * 60 * 60 * 1000,

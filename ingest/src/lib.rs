@@ -84,6 +84,7 @@ pub fn gateway(cfg: &IngestConfig, sink: Arc<dyn EventSink>) -> anyhow::Result<G
             max_future_skew_ms: cfg.max_future_skew_ms,
             max_string_bytes: cfg.max_string_bytes,
             max_properties: cfg.max_properties,
+            max_event_age_ms: cfg.max_event_age_ms,
             flag_older_than_ms: cfg.flag_older_than_ms,
             ..Default::default()
         },

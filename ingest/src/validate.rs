@@ -20,10 +20,19 @@ pub struct Limits {
     pub max_string_bytes: usize,
     pub max_properties: usize,
     pub max_items: usize,
-    /// Events older than this are accepted with a warning: past the dedup
-    /// horizon a retry of them may no longer be recognised as one.
+    /// Older events are refused: the oldest event weir counts, and so how
+    /// long its exactly-once checks must reach back.
+    pub max_event_age_ms: i64,
+    /// Older events are accepted with a warning: they are counted through
+    /// the aggregator's late lane.
     pub flag_older_than_ms: i64,
 }
+
+/// The default `max_event_age_ms`: a week covers mobile apps' offline
+/// queues and an outage over a long weekend, and is Kafka's default
+/// retention, so a replay from `events.raw` still has every event ingest
+/// could have accepted.
+pub const DEFAULT_MAX_EVENT_AGE_MS: i64 = 7 * 24 * 3_600_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -32,6 +41,7 @@ impl Default for Limits {
             max_string_bytes: 8 * 1024,
             max_properties: 256,
             max_items: 256,
+            max_event_age_ms: DEFAULT_MAX_EVENT_AGE_MS,
             flag_older_than_ms: 24 * 60 * 60 * 1000,
         }
     }
@@ -191,7 +201,8 @@ impl Limits {
             return vec![FieldError {
                 field: "timestamp".into(),
                 message: format!(
-                    "is {} h old, past the {} h dedup horizon: accepted, but a resend may count twice",
+                    "is {} h old (over {} h): accepted, and counted through the late lane, \
+                     seconds after on-time events",
                     age / 3_600_000,
                     self.flag_older_than_ms / 3_600_000
                 ),
@@ -254,6 +265,15 @@ pub fn to_event(
         c.err(
             "timestamp",
             "corrected by sent_at, it falls before 1970; check the client's clock",
+        );
+    } else if received_at.saturating_sub(timestamp) > limits.max_event_age_ms {
+        c.err(
+            "timestamp",
+            format!(
+                "is {} h old; events older than {} h are refused (max_event_age_ms)",
+                received_at.saturating_sub(timestamp) / 3_600_000,
+                limits.max_event_age_ms / 3_600_000
+            ),
         );
     } else if timestamp > received_at.saturating_add(limits.max_future_skew_ms) {
         c.err(
@@ -546,6 +566,23 @@ mod tests {
         let errors = map(json!({"name": "a", long.clone(): 1})).unwrap_err();
         assert_eq!(errors[0].field, format!("{}...", &long[..64]));
         assert!(map(json!({"name": "a", "properties": {"k".repeat(256): 1}})).is_ok());
+    }
+
+    #[test]
+    fn events_past_the_maximum_age_are_refused_naming_the_limit() {
+        let week = DEFAULT_MAX_EVENT_AGE_MS;
+        assert!(map(json!({"name": "a", "timestamp": NOW - week})).is_ok());
+        let errors = map(json!({"name": "a", "timestamp": NOW - week - 3_600_000})).unwrap_err();
+        assert_eq!(errors[0].field, "timestamp");
+        assert_eq!(
+            errors[0].message,
+            "is 169 h old; events older than 168 h are refused (max_event_age_ms)"
+        );
+        // The age is of the corrected time: a client clock a day slow with
+        // sent_at is not refused for it.
+        let day = 86_400_000;
+        let slow = json!({"name": "a", "timestamp": NOW - week, "sent_at": NOW - day});
+        assert_eq!(map(slow).unwrap().timestamp, NOW - week + day);
     }
 
     #[test]

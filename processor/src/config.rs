@@ -50,7 +50,8 @@ pub struct ProcessorConfig {
     /// written to `aggregates.<name>` only (Kafka outputs for downstream
     /// consumers; ClickHouse and the API read the primary windows), e.g.
     /// `[{ name = "1h", size_ms = 3600000, advance_ms = 300000 }]`. An event
-    /// too late for the primary window is dead-lettered and counted nowhere.
+    /// too late for the primary window is counted by the aggregator's late
+    /// lane (primary windows only), not in these.
     pub extra_windows: Vec<ExtraWindow>,
     pub out_of_orderness_ms: i64,
     pub allowed_lateness_ms: i64,

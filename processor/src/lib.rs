@@ -1,6 +1,7 @@
 //! weir processor: deduplicates raw events, assigns them to event-time windows
-//! under a watermark, dead-letters late ones, and emits window aggregates, all
-//! inside Kafka transactions (or in the `ordered` fallback).
+//! under a watermark, marks late ones for the aggregator's late lane, and
+//! emits window aggregates, all inside Kafka transactions (or in the
+//! `ordered` fallback).
 //!
 //! The pure core knows nothing of Kafka: `window`, `watermark`, `dedup`
 //! (the rules), `partition` (one partition's state machine), `routing`

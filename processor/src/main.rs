@@ -14,7 +14,8 @@ const ABOUT: &str = "weir processor: dedup, event-time windows and exactly-once 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Put the events of events.late whose event time is in [--from, --to) back
-    /// into the counts, once: a second run over the same events changes nothing
+    /// on events.clean, marked late: the aggregator counts any it has not
+    /// counted yet, so a run over events already counted changes nothing
     ReplayLate {
         /// Event time from, inclusive: RFC 3339 or epoch milliseconds.
         #[arg(long)]
@@ -33,14 +34,14 @@ fn epoch_ms(s: &str) -> anyhow::Result<i64> {
     }
 }
 
-/// `processor replay-late`: counts dead-lettered events after all (see `replay`).
+/// `processor replay-late`: a repair tool for late events (see `replay`).
 async fn replay_late(cfg: ProcessorConfig, from: &str, to: &str) -> anyhow::Result<()> {
     let (from, to) = (epoch_ms(from)?, epoch_ms(to)?);
     anyhow::ensure!(from < to, "--from must be before --to");
     let s = weir_processor::replay::run(&cfg, from, to).await?;
     println!(
-        "replay-late: read {} late events, {} in range re-injected, {} window rows corrected",
-        s.late_read, s.in_range, s.rows
+        "replay-late: read {} late events, {} in range re-injected",
+        s.late_read, s.in_range
     );
     Ok(())
 }

@@ -34,8 +34,10 @@ pub enum Verdict {
     Accepted { window_start: i64 },
     /// Seen before within the dedup horizon; dropped.
     Duplicate,
-    /// Every window it belongs to is closed.
-    Late { watermark: i64 },
+    /// Every primary window it belongs to is closed: the live rows no longer
+    /// change, so the aggregator counts it in the late lane instead.
+    /// `window_start` is its first primary window.
+    Late { watermark: i64, window_start: i64 },
 }
 
 /// What a commit must write, drained from the state.
@@ -196,7 +198,16 @@ impl PartitionState {
         };
         let primary = open_in(&self.rules.assigner);
         let Some(first) = primary.first().copied() else {
-            return Verdict::Late { watermark: wm };
+            let window_start = self
+                .rules
+                .assigner
+                .assign(ts)
+                .next()
+                .map_or(ts, |w| w.start);
+            return Verdict::Late {
+                watermark: wm,
+                window_start,
+            };
         };
         let mut open = vec![primary];
         open.extend(self.rules.extra.iter().map(open_in));

@@ -6,8 +6,18 @@
 //! |---|---|---|---|
 //! | accepted | `events.clean` | `event_id` | `weir-window-start` |
 //! | duplicate | nowhere | | |
-//! | late | `events.late` | `event_id` | `weir-reason`, `weir-watermark`, `weir-source` |
+//! | late | `events.clean` | `event_id` | `weir-window-start`, `weir-late` (the watermark) |
+//! | | and `events.late` | `event_id` | `weir-reason`, `weir-watermark`, `weir-source` |
 //! | undecodable | `events.invalid` | the input record's key | `weir-error`, `weir-source` |
+//!
+//! A late event goes to `events.clean` like any other, marked: the
+//! aggregator counts it in the late lane, after checking in ClickHouse that
+//! it was never counted (the processor's dedup horizon is a day; ingest
+//! accepts events up to `max_event_age_ms` old). Keeping it in the same
+//! partition of the same topic as its on-time copies means the aggregator
+//! always stores an on-time copy before it checks a late one. Its copy in
+//! `events.late` is the record of lateness (the dashboard's late rate) and
+//! what `replay-late` repairs from.
 //!
 //! Every copy also carries the record's trace context (`traceparent`).
 
@@ -33,11 +43,11 @@ pub struct Route {
 }
 
 /// What became of one input record: its verdict's label (the metric's and
-/// the span's) and its copy.
+/// the span's) and its copies.
 #[derive(Debug, Clone)]
 pub struct Routed {
     pub verdict: &'static str,
-    pub route: Option<Route>,
+    pub routes: Vec<Route>,
 }
 
 /// Where a record came from and the trace context its copies carry.
@@ -62,13 +72,13 @@ pub fn route(
         Err(reason) => {
             return Routed {
                 verdict: "invalid",
-                route: Some(Route {
+                routes: vec![Route {
                     to: Output::Invalid,
                     key: None,
                     headers: base
                         .with(Header::Error, reason)
                         .with(Header::Source, origin.source),
-                }),
+                }],
             }
         }
     };
@@ -76,26 +86,42 @@ pub fn route(
     match state.process(offset, event) {
         Verdict::Accepted { window_start } => Routed {
             verdict: "accepted",
-            route: Some(Route {
+            routes: vec![Route {
                 to: Output::Clean,
                 key: key(),
                 headers: base.with(Header::WindowStart, window_start),
-            }),
+            }],
         },
         Verdict::Duplicate => Routed {
             verdict: "duplicate",
-            route: None,
+            routes: vec![],
         },
-        Verdict::Late { watermark } => Routed {
+        Verdict::Late {
+            watermark,
+            window_start,
+        } => Routed {
             verdict: "late",
-            route: Some(Route {
-                to: Output::Late,
-                key: key(),
-                headers: base
-                    .with(Header::Reason, "later than the allowed lateness")
-                    .with(Header::Watermark, watermark)
-                    .with(Header::Source, origin.source),
-            }),
+            routes: vec![
+                Route {
+                    to: Output::Clean,
+                    key: key(),
+                    headers: base
+                        .clone()
+                        .with(Header::WindowStart, window_start)
+                        .with(Header::Late, watermark),
+                },
+                Route {
+                    to: Output::Late,
+                    key: key(),
+                    headers: base
+                        .with(
+                            Header::Reason,
+                            "after its windows closed: counted in the late lane",
+                        )
+                        .with(Header::Watermark, watermark)
+                        .with(Header::Source, origin.source),
+                },
+            ],
         },
     }
 }
@@ -130,24 +156,37 @@ mod tests {
         };
         let first = route(&mut state, 0, Ok(&event("a", 125_000)), origin);
         assert_eq!(first.verdict, "accepted");
-        let r = first.route.unwrap();
+        let [r] = &first.routes[..] else {
+            panic!("one copy: {first:?}")
+        };
         assert_eq!((r.to, r.key.as_deref()), (Output::Clean, Some(&b"a"[..])));
         assert_eq!(r.headers.get(Header::WindowStart), Some("120000"));
         assert_eq!(r.headers.get(Header::TraceParent), Some(tp));
 
         let again = route(&mut state, 1, Ok(&event("a", 125_000)), origin);
-        assert_eq!((again.verdict, again.route.is_none()), ("duplicate", true));
+        assert_eq!((again.verdict, again.routes.len()), ("duplicate", 0));
 
+        // Late: counted through the clean topic, marked, and logged in the late topic.
         let late = route(&mut state, 2, Ok(&event("b", 1_000)), origin);
-        let r = late.route.unwrap();
-        assert_eq!((late.verdict, r.to), ("late", Output::Late));
-        assert_eq!(r.headers.get(Header::Watermark), Some("125000"));
-        assert_eq!(r.headers.get(Header::Source), Some("events.raw/0/7"));
+        let [counted, logged] = &late.routes[..] else {
+            panic!("two copies: {late:?}")
+        };
+        assert_eq!((late.verdict, counted.to), ("late", Output::Clean));
+        assert_eq!(counted.key.as_deref(), Some(&b"b"[..]));
+        assert_eq!(counted.headers.get(Header::Late), Some("125000"));
+        assert_eq!(counted.headers.get(Header::WindowStart), Some("0"));
+        assert_eq!(counted.headers.get(Header::TraceParent), Some(tp));
+        assert_eq!(logged.to, Output::Late);
+        assert_eq!(logged.headers.get(Header::Watermark), Some("125000"));
+        assert_eq!(logged.headers.get(Header::Source), Some("events.raw/0/7"));
+        assert_eq!(logged.headers.get(Header::Late), None);
 
         let bad = route(&mut state, 3, Err("unknown schema id 9"), origin);
-        let r = bad.route.unwrap();
+        let [r] = &bad.routes[..] else {
+            panic!("one copy: {bad:?}")
+        };
         assert_eq!(
-            (bad.verdict, r.to, r.key),
+            (bad.verdict, r.to, r.key.clone()),
             ("invalid", Output::Invalid, None)
         );
         assert_eq!(r.headers.get(Header::Error), Some("unknown schema id 9"));

@@ -331,7 +331,7 @@ impl Processor {
         part.touched = true;
         span.record("verdict", routed.verdict);
         metrics::counter!("weir_processor_events_total", "verdict" => routed.verdict).increment(1);
-        if let Some(route) = routed.route {
+        for route in routed.routes {
             let topic = match route.to {
                 Output::Clean => &topics.clean,
                 Output::Late => &topics.late,

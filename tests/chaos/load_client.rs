@@ -16,7 +16,8 @@ pub const NAMES: [&str; 3] = ["shop.view", "shop.cart_add", "shop.checkout"];
 pub enum Fate {
     /// Counted once.
     OnTime,
-    /// An hour old: every window it falls in is closed, so `events.late`.
+    /// Minutes to days old: every window it falls in is closed, so the
+    /// late lane counts it (and `events.late` logs it).
     TooLate,
 }
 
@@ -133,7 +134,8 @@ fn event(rng: &mut Lcg, plan: &LoadPlan, i: usize, fate: Fate) -> Value {
     let ts = match fate {
         // A little disorder, well inside the 5 s out-of-orderness bound.
         Fate::OnTime => now - rng.below(2_000) as i64,
-        Fate::TooLate => now - 3_600_000,
+        // Past every window's lateness: ten minutes, three hours or two days old.
+        Fate::TooLate => now - [600_000, 3 * 3_600_000, 2 * 86_400_000][rng.below(3) as usize],
     };
     json!({
         "event_id": format!("c{}-{i}", plan.seed),

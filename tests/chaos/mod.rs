@@ -7,8 +7,9 @@
 //! ClickHouse through a relay ([`blackhole`]) that can be cut. Faults from a
 //! seeded schedule ([`faults`]) kill every stage, the broker and ClickHouse,
 //! and cut the link, one after another. At the end ClickHouse must hold
-//! exactly the acknowledged on-time events, unique users must be exact, and
-//! `events.late` / `events.invalid` must hold exactly what belongs there.
+//! exactly the acknowledged events, late ones included (and count each
+//! once), unique users must be exact, and `events.late` / `events.invalid`
+//! must hold exactly what belongs there.
 //! [`report`] prints the summary table.
 //!
 //! Run the full profile (1,000,000 events) with
@@ -210,12 +211,8 @@ async fn settle(
     poisoned: BTreeSet<String>,
     dealt: Vec<Dealt>,
 ) -> anyhow::Result<Summary> {
-    let on_time: HashSet<&str> = ledger
-        .acked
-        .iter()
-        .filter(|(_, e)| e.fate == Fate::OnTime)
-        .map(|(id, _)| id.as_str())
-        .collect();
+    // Every acknowledged distinct event must be counted, the late ones too.
+    let counted: HashSet<&str> = ledger.acked.keys().map(String::as_str).collect();
     let too_late: BTreeSet<String> = ledger
         .acked
         .iter()
@@ -225,7 +222,7 @@ async fn settle(
     let stack = &cluster.stack;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
-    let want = on_time.len().to_string();
+    let want = counted.len().to_string();
     let mut api_total = 0;
     while Instant::now() < deadline {
         let stored = stack
@@ -234,7 +231,7 @@ async fn settle(
             .unwrap_or_default();
         let (_, all) = metrics(cluster, "shop.*").await;
         api_total = all["total_count"].as_u64().unwrap_or(0);
-        if stored == want && api_total == on_time.len() as u64 {
+        if stored == want && api_total == counted.len() as u64 {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -251,15 +248,26 @@ async fn settle(
         .collect();
     let stored_rows = stored.len();
     let stored: HashSet<String> = stored.into_iter().collect();
-    let lost_ids = on_time.iter().filter(|id| !stored.contains(**id)).count();
+    let lost_ids = counted.iter().filter(|id| !stored.contains(**id)).count();
     let stray_ids = stored
         .iter()
-        .filter(|id| !on_time.contains(id.as_str()))
+        .filter(|id| !counted.contains(id.as_str()))
         .count();
+    // The late lane: how many it counted, and how long after ingest's
+    // acknowledgement ClickHouse had each.
+    let late_lag_ms: Vec<f64> = stack
+        .clickhouse_query(&format!(
+            "SELECT toUnixTimestamp64Milli(inserted_at) - toUnixTimestamp64Milli(received_at) \
+             FROM events FINAL WHERE tenant = '{TENANT}' AND late = 1 ORDER BY 1"
+        ))
+        .await?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
 
     // Per name and overall: counts and unique users, as the API serves them.
     let mut want_names: BTreeMap<&str, (u64, BTreeSet<&str>)> = BTreeMap::new();
-    for (_, e) in ledger.acked.iter().filter(|(_, e)| e.fate == Fate::OnTime) {
+    for e in ledger.acked.values() {
         let w = want_names.entry(e.name).or_default();
         w.0 += 1;
         w.1.insert(e.user.as_str());
@@ -304,7 +312,8 @@ async fn settle(
         duplicates: ledger.duplicates,
         acknowledged: ledger.acked.len(),
         rejected: ledger.rejected,
-        on_time: on_time.len(),
+        must_count: counted.len(),
+        late_lag_ms,
         api_total: all["total_count"].as_u64().unwrap_or(api_total),
         stored_rows,
         lost_ids,

@@ -26,15 +26,18 @@ pub struct Summary {
     pub duplicates: usize,
     pub acknowledged: usize,
     pub rejected: BTreeMap<(String, String), (usize, String)>,
-    /// Distinct acknowledged ids that were on time: what must be counted.
-    pub on_time: usize,
+    /// Distinct acknowledged ids, on time or late: what must be counted.
+    pub must_count: usize,
+    /// For each event the late lane counted (`late = 1` in `events`), ms
+    /// from ingest's acknowledgement until ClickHouse stored it, sorted.
+    pub late_lag_ms: Vec<f64>,
     /// The query API's total over every name.
     pub api_total: u64,
     /// Rows of `events FINAL`.
     pub stored_rows: usize,
-    /// Acknowledged on-time ids not in `events`.
+    /// Acknowledged ids not in `events`.
     pub lost_ids: usize,
-    /// Ids in `events` that are not acknowledged on-time events.
+    /// Ids in `events` that are not acknowledged events.
     pub stray_ids: usize,
     pub want_users: u64,
     pub got_users: u64,
@@ -50,14 +53,14 @@ pub struct Summary {
 impl Summary {
     /// Events counted fewer times than acknowledged.
     pub fn lost(&self) -> u64 {
-        let short = (self.on_time as u64).saturating_sub(self.api_total);
+        let short = (self.must_count as u64).saturating_sub(self.api_total);
         short.max(self.lost_ids as u64)
     }
 
     /// Events counted more often than acknowledged.
     pub fn doubled(&self) -> u64 {
-        let extra = self.api_total.saturating_sub(self.on_time as u64);
-        let rows = (self.stored_rows as u64).saturating_sub(self.on_time as u64);
+        let extra = self.api_total.saturating_sub(self.must_count as u64);
+        let rows = (self.stored_rows as u64).saturating_sub(self.must_count as u64);
         extra.max(rows).max(self.stray_ids as u64)
     }
 
@@ -75,7 +78,7 @@ impl Summary {
                 self.doubled(),
                 self.api_total,
                 self.stored_rows,
-                self.on_time
+                self.must_count
             ));
         }
         if self.got_users != self.want_users {
@@ -91,6 +94,13 @@ impl Summary {
                     n.name, n.got_count, n.got_users, n.want_count, n.want_users
                 ));
             }
+        }
+        if self.late_lag_ms.len() != self.too_late.len() {
+            v.push(format!(
+                "the late lane counted {} events, want {}",
+                self.late_lag_ms.len(),
+                self.too_late.len()
+            ));
         }
         if self.late != self.too_late {
             v.push(format!(
@@ -172,7 +182,11 @@ impl fmt::Display for Summary {
         for ((kind, field), (n, message)) in &self.rejected {
             row(f, &format!("  {kind} ({field})"), format!("{n}: {message}"))?;
         }
-        row(f, "on time (must be counted)", self.on_time.to_string())?;
+        row(
+            f,
+            "must be counted (on time + late)",
+            format!("{} ({} late)", self.must_count, self.too_late.len()),
+        )?;
         row(
             f,
             "in ClickHouse (API total / rows)",
@@ -187,6 +201,18 @@ impl fmt::Display for Summary {
             f,
             "events.late (ids / expected)",
             format!("{} / {}", self.late.len(), self.too_late.len()),
+        )?;
+        let lag = &self.late_lag_ms;
+        row(
+            f,
+            "late lane: counted, lag p50/p99/max",
+            format!(
+                "{}, {:.0} / {:.0} / {:.0} ms",
+                lag.len(),
+                pct(lag, 0.5),
+                pct(lag, 0.99),
+                pct(lag, 1.0)
+            ),
         )?;
         row(
             f,

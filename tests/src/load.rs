@@ -48,8 +48,24 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Days since the epoch → `YYYY-MM-DD` (proleptic Gregorian), as ClickHouse
+/// names a day.
+pub fn utc_date(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// `total` events: `dup_pct` % re-send an earlier event id, `late_pct` % are an
-/// hour old (later than any allowed lateness), over `users` distinct users.
+/// hour old (later than any allowed lateness; one in ten of them is sent
+/// twice), over `users` distinct users.
 pub fn plan(seed: u64, total: usize, dup_pct: usize, late_pct: usize, users: usize) -> Plan {
     let mut rng = Lcg::new(seed);
     let now = now_ms();
@@ -96,7 +112,11 @@ pub fn plan(seed: u64, total: usize, dup_pct: usize, late_pct: usize, users: usi
         late_ids.insert(id.clone());
         let tail = events.len() - events.len() / 5;
         let at = tail + rng.below((events.len() - tail) as u64 + 1) as usize;
-        events.insert(at, event(id, j, now - 3_600_000 - j as i64 * 1_000));
+        let late = event(id, j, now - 3_600_000 - j as i64 * 1_000);
+        if j % 10 == 0 {
+            events.push(late.clone());
+        }
+        events.insert(at, late);
     }
     let users = (0..users).map(|u| format!("user-{u}")).collect();
     Plan {

@@ -1,9 +1,10 @@
 //! The chaos run's CI profile (`tests/chaos/`): 50,000 events through the
 //! whole real stack while every stage is SIGKILLed three times, the broker
 //! and ClickHouse are killed and restarted twice each, and the aggregator's
-//! link to ClickHouse is cut for 30 seconds. Every acknowledged on-time event
-//! must be counted exactly once, with exact unique users, and the dead-letter
-//! topics must hold exactly the late events and the poison records.
+//! link to ClickHouse is cut for 30 seconds. Every acknowledged event, on
+//! time or minutes to days late, must be counted exactly once, with exact
+//! unique users, and `events.late` and `events.invalid` must hold exactly the
+//! late events and the poison records.
 
 use weir_tests::chaos::{run, Profile};
 

@@ -337,7 +337,7 @@ async fn legacy_payload_shapes_land_as_weir_events() {
     assert_eq!(s, 202);
     let (s, _, _) = send(
         "/v1/events",
-        json!({"event_id": "le-1", "timestamp": 1_795_000_000, "service": "cart-svc",
+        json!({"event_id": "le-1", "timestamp": weir_tests::load::now_ms() / 1000, "service": "cart-svc",
         "type": "cart.add", "user_id": "u-9", "details": "{\"sku\":\"X\"}"}),
     )
     .await;

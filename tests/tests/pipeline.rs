@@ -1,11 +1,12 @@
 //! End to end on the real stack: events posted to ingest must come out of the
-//! query API exactly: duplicates dropped, late events dead-lettered, unique
-//! users exact, through processor crashes in each commit mode and a broker restart.
+//! query API exactly: duplicates dropped, late events counted through the
+//! late lane, unique users exact, through processor crashes in each commit
+//! mode and a broker restart.
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use weir_tests::load::{plan, post_batches, topic_keys};
-use weir_tests::pipeline::{poll_until, EVENTUALLY};
+use weir_tests::pipeline::{eventually, poll_until, EVENTUALLY};
 use weir_tests::{Pipeline, PipelineOptions, Stack};
 
 const TOTAL: usize = 5_000;
@@ -129,11 +130,12 @@ async fn run_exactly_once(
         "ingest acknowledged exactly the distinct ids"
     );
 
-    let on_time = plan.on_time_ids.len() as u64;
-    let m = settled_metrics(&p, "shop.*", on_time).await;
+    // Every acknowledged distinct event counts, the late ones included.
+    let all = expected_ids.len() as u64;
+    let m = settled_metrics(&p, "shop.*", all).await;
     assert_eq!(
         m["total_count"],
-        json!(on_time),
+        json!(all),
         "query API count (0 lost, 0 doubled)\n{m}\n{}",
         p.logs()
     );
@@ -146,19 +148,20 @@ async fn run_exactly_once(
         }
         sum
     };
-    assert_eq!(per_name, on_time, "per-name counts add up");
+    assert_eq!(per_name, all, "per-name counts add up");
 
     let rows = p
         .stack
         .clickhouse_query(
-            "SELECT count(), uniqExact(coalesce(user_id, anonymous_id)) FROM events FINAL",
+            "SELECT count(), uniqExact(coalesce(user_id, anonymous_id)), countIf(late = 1) \
+             FROM events FINAL",
         )
         .await
         .expect("events table");
     assert_eq!(
         rows,
-        format!("{on_time}\t{USERS}"),
-        "events table holds each on-time event once"
+        format!("{all}\t{USERS}\t{}", plan.late_ids.len()),
+        "events table holds each event once, the late ones marked"
     );
 
     if faults.contains(&Fault::KillOtherInstance) {
@@ -206,10 +209,10 @@ async fn run_exactly_once(
     let late = topic_keys(&p.stack.brokers(), "events.late").expect("read events.late");
     assert_eq!(
         late, plan.late_ids,
-        "events.late holds exactly the late events"
+        "events.late logs exactly the late events"
     );
     eprintln!(
-        "[{commit_mode}, faults {faults:?}] posted {}, acked {}, on-time {on_time}, late {}, users {}",
+        "[{commit_mode}, faults {faults:?}] posted {}, acked {}, counted {all}, of which late {}, users {}",
         plan.events.len(),
         acked.len(),
         late.len(),
@@ -223,19 +226,16 @@ async fn run_exactly_once(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn end_to_end_counts_are_exact_and_replayed_late_events_count_once() {
+async fn end_to_end_counts_are_exact_and_replay_late_over_counted_events_changes_nothing() {
     let (p, plan) = run_exactly_once("auto", "exactly_once", &[], 1).await;
-    // The dead-lettered events, replayed twice: counted once, exactly.
+    // The late lane counted the late events already; the repair tool, run
+    // twice over all of them, must not count any again.
     let all = (plan.on_time_ids.len() + plan.late_ids.len()) as u64;
-    let users: std::collections::BTreeSet<&str> = plan
-        .events
-        .iter()
-        .filter(|e| {
-            let id = e["event_id"].as_str().unwrap_or("");
-            plan.on_time_ids.contains(id) || plan.late_ids.contains(id)
-        })
-        .filter_map(|e| e["user_id"].as_str().or(e["anonymous_id"].as_str()))
-        .collect();
+    let late = plan.late_ids.len();
+    let already_before = p
+        .aggregator
+        .metric("weir_aggregator_late_events_total{outcome=\"already_counted\"}")
+        .await;
     for run in 1..=2 {
         let out = std::process::Command::new(weir_tests::stack::bin_dir().join("processor"))
             .args(["replay-late", "--from", "0", "--to", "4000000000000"])
@@ -249,12 +249,24 @@ async fn end_to_end_counts_are_exact_and_replayed_late_events_count_once() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            stdout.contains("read 100 late events, 100 in range re-injected"),
+            stdout.contains(&format!(
+                "read {late} late events, {late} in range re-injected"
+            )),
             "run {run}: {stdout}"
         );
+        // The aggregator has seen every replayed copy once it found them all counted.
+        let want = already_before + (run * late) as f64;
+        eventually("the aggregator saw every replayed copy", || async {
+            let n = p
+                .aggregator
+                .metric("weir_aggregator_late_events_total{outcome=\"already_counted\"}")
+                .await;
+            (n >= want).then_some(())
+        })
+        .await;
         let m = settled_metrics(&p, "shop.*", all).await;
         assert_eq!(m["total_count"], json!(all), "run {run}: {m}\n{}", p.logs());
-        assert_eq!(m["unique_users"], json!(users.len()), "run {run}: {m}");
+        assert_eq!(m["unique_users"], json!(USERS), "run {run}: {m}");
         let rows = p
             .stack
             .clickhouse_query("SELECT count() FROM events FINAL")

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
-use weir_tests::load::{now_ms, urlencode, READ_KEY, WRITE_KEY};
+use weir_tests::load::{now_ms, urlencode, utc_date, READ_KEY, WRITE_KEY};
 use weir_tests::pipeline::eventually_ok;
 use weir_tests::{repo_root, Stack, Stage};
 
@@ -53,28 +53,14 @@ fn body(e: &Sent) -> Value {
            "timestamp": e.ts, "channel": "web", "properties": props})
 }
 
-/// Days since the epoch → `YYYY-MM-DD` (proleptic Gregorian).
-fn date(days: i64) -> String {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 /// The first day of the period holding `ts`, as ClickHouse names it.
 fn period(ts: i64, granularity: &str) -> String {
     let days = ts.div_euclid(DAY);
     match granularity {
-        "day" => date(days),
+        "day" => utc_date(days),
         // 1970-01-01 was a Thursday; weeks start on Monday.
-        "week" => date(days - (days + 3).rem_euclid(7)),
-        "month" => format!("{}-01", &date(days)[..7]),
+        "week" => utc_date(days - (days + 3).rem_euclid(7)),
+        "month" => format!("{}-01", &utc_date(days)[..7]),
         _ => unreachable!(),
     }
 }
@@ -101,14 +87,15 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
     let config = stack.dir.path().join("aggregator.toml");
     std::fs::write(&config, NS_CONFIG).unwrap();
     let config_env = config.display().to_string();
-    let ingest = stack.stage("ingest", "0", &[]);
+    // 45 days of history: an import past the default 7-day max_event_age_ms.
+    let ingest = stack.stage("ingest", "0", &[("WEIR_MAX_EVENT_AGE_MS", "5184000000")]);
     let processor = stack.stage("processor", "0", &[("WEIR_INSTANCE_ID", "m0")]);
     let mut aggregator = stack.stage("aggregator", "0", &[("WEIR_CONFIG", &config_env)]);
     for s in [&ingest, &processor, &aggregator] {
         s.wait_ready().await;
     }
     let now = now_ms();
-    let sent = plan(now);
+    let mut sent = plan(now);
     let http = reqwest::Client::new();
     let r = http
         .post(ingest.url("/v1/events/batch"))
@@ -118,8 +105,9 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    // Once those are in, two events whose windows closed days ago (late),
-    // and two records that are not events at all (invalid).
+    // Once those are in, two events whose windows closed days ago (late:
+    // logged in events.late and counted through the late lane), and two
+    // records that are not events at all (invalid).
     eventually_ok("every event stored", || async {
         let (_, v) = aggregator.query("/v1/events?page_size=1").await;
         (v["metadata"]["total_records"] == sent.len())
@@ -138,6 +126,13 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // Late, and counted all the same (the late lane): part of the reference.
+    sent.extend((0..2).map(|k| Sent {
+        name: "page_view",
+        user: "u1".into(),
+        ts: now - 10 * DAY,
+        i: 1_000 + k,
+    }));
     let mut cfg = IngestConfig::default();
     cfg.kafka.brokers = stack.brokers();
     let producer = AckedProducer::new(&weir_ingest::producer_config(&cfg)).unwrap();
@@ -205,13 +200,16 @@ async fn rolling_active_users_read_keys_dead_letters_and_namespace_tables() {
 
     // Every minute's counts are in before the reference checks.
     let cart_total = sent.iter().filter(|e| e.name.starts_with("cart.")).count();
-    eventually_ok("per-minute counts stored", || async {
-        let (_, v) = aggregator.query("/v1/metrics?name=cart.*").await;
-        (v["total_count"] == cart_total)
-            .then_some(())
-            .ok_or(v.to_string())
-    })
-    .await;
+    let views = sent.iter().filter(|e| e.name == "page_view").count();
+    for (name, total) in [("cart.*", cart_total), ("page_view", views)] {
+        eventually_ok("per-minute counts stored", || async {
+            let (_, v) = aggregator.query(&format!("/v1/metrics?name={name}")).await;
+            (v["total_count"] == total)
+                .then_some(())
+                .ok_or(v.to_string())
+        })
+        .await;
+    }
 
     // Rolling windows ending now: whole minutes, the current one included.
     let at = now_ms();

@@ -344,7 +344,10 @@ fn late_event_goes_late_and_in_lateness_reemits() {
     s.process(3, &event(4, 4_000, 1));
     assert!(matches!(
         s.process(4, &event(5, 1_200, 3)),
-        Verdict::Late { watermark: 3_500 }
+        Verdict::Late {
+            watermark: 3_500,
+            window_start: 1_000
+        }
     ));
     let rows = s.drain().aggregates;
     let w1: Vec<_> = rows.iter().filter(|r| r.window_start == 1_000).collect();
