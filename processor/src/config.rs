@@ -1,5 +1,7 @@
 //! Processor configuration, with the defaults documented in docs/configuration.md.
 
+use crate::partition::TimeRules;
+use crate::window::WindowAssigner;
 use serde::{Deserialize, Serialize};
 use weir_core::kafka::KafkaConfig;
 use weir_core::telemetry::TelemetryConfig;
@@ -163,6 +165,21 @@ impl ProcessorConfig {
 }
 
 impl ProcessorConfig {
+    /// The time semantics these settings give the pure core.
+    pub fn time_rules(&self) -> TimeRules {
+        TimeRules {
+            assigner: WindowAssigner::hopping(self.window_size_ms, self.window_advance_ms),
+            extra: self
+                .extra_windows
+                .iter()
+                .map(|w| WindowAssigner::hopping(w.size_ms, w.advance_ms))
+                .collect(),
+            out_of_orderness_ms: self.out_of_orderness_ms,
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            dedup_horizon_ms: self.dedup_horizon_ms,
+        }
+    }
+
     /// The topic the aggregates of extra window `w` go to.
     pub fn extra_topic(&self, w: &ExtraWindow) -> String {
         format!("aggregates.{}", w.name)

@@ -13,7 +13,6 @@ use crate::partition::{PartitionState, TimeRules};
 use crate::routing::{self, Origin, Output};
 use crate::sink::{Mode, OutRecord, OutputSink};
 use crate::watermark;
-use crate::window::WindowAssigner;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
@@ -147,17 +146,7 @@ impl Processor {
             0.0
         });
         consumer.subscribe(&[&t.raw])?;
-        let rules = TimeRules {
-            assigner: WindowAssigner::hopping(cfg.window_size_ms, cfg.window_advance_ms),
-            extra: cfg
-                .extra_windows
-                .iter()
-                .map(|w| WindowAssigner::hopping(w.size_ms, w.advance_ms))
-                .collect(),
-            out_of_orderness_ms: cfg.out_of_orderness_ms,
-            allowed_lateness_ms: cfg.allowed_lateness_ms,
-            dedup_horizon_ms: cfg.dedup_horizon_ms,
-        };
+        let rules = cfg.time_rules();
         let claims = cfg
             .kafka
             .client_config(&[("enable.idempotence", "true"), ("acks", "all")])

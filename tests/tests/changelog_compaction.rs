@@ -13,8 +13,8 @@ use weir_core::kafka::KafkaConfig;
 use weir_core::topics::{ensure_topics, TopicSpec};
 use weir_processor::changelog::kafka::{read_partition, state_record};
 use weir_processor::changelog::StateRecord;
+use weir_processor::config::ProcessorConfig;
 use weir_processor::partition::{PartitionState, TimeRules};
-use weir_processor::window::WindowAssigner;
 use weir_tests::pipeline::eventually_ok_within;
 use weir_tests::stack::Broker;
 
@@ -25,13 +25,13 @@ const UNSLOTTED: &str = "unslotted.state";
 const MINUTE: i64 = 60_000;
 
 fn rules() -> TimeRules {
-    TimeRules {
-        assigner: WindowAssigner::tumbling(MINUTE),
-        extra: vec![],
-        out_of_orderness_ms: 5_000,
-        allowed_lateness_ms: MINUTE,
+    // The defaults (one-minute windows, 5 s out of order, a minute's
+    // lateness), with a dedup horizon a test can outrun.
+    ProcessorConfig {
         dedup_horizon_ms: 10 * MINUTE,
+        ..Default::default()
     }
+    .time_rules()
 }
 
 fn process(state: &mut PartitionState, offsets: std::ops::Range<i64>, base: i64) {

@@ -15,22 +15,22 @@ use weir_aggregator::clickhouse_sink::{AggregateRow, EventRow};
 use weir_aggregator::store::{store_batch, MemoryStore};
 use weir_core::headers::Header;
 use weir_core::Event;
+use weir_processor::config::ProcessorConfig;
 use weir_processor::partition::{PartitionState, TimeRules};
 use weir_processor::routing::{route, Origin, Output};
-use weir_processor::window::WindowAssigner;
 
 const MINUTE: i64 = 60_000;
 const DAY: i64 = 24 * 60 * MINUTE;
 
 fn rules() -> TimeRules {
-    TimeRules {
-        assigner: WindowAssigner::tumbling(MINUTE),
-        extra: vec![],
-        out_of_orderness_ms: 5_000,
-        allowed_lateness_ms: MINUTE,
+    // The defaults (one-minute windows, 5 s out of order, a minute's
+    // lateness), with a dedup horizon a test can outrun.
+    ProcessorConfig {
         // Short, so that resends past it reach the aggregator's check.
         dedup_horizon_ms: 10 * MINUTE,
+        ..Default::default()
     }
+    .time_rules()
 }
 
 /// How an event's time relates to the server's clock when it arrives.
