@@ -71,17 +71,7 @@ pub const AGGREGATE_SCHEMA_ID: u32 = 2;
 /// The validation limits of the default configuration.
 fn ingest_limits() -> &'static Limits {
     static LIMITS: OnceLock<Limits> = OnceLock::new();
-    LIMITS.get_or_init(|| {
-        let cfg = weir_ingest::config::IngestConfig::default();
-        Limits {
-            max_future_skew_ms: cfg.max_future_skew_ms,
-            max_string_bytes: cfg.max_string_bytes,
-            max_properties: cfg.max_properties,
-            max_event_age_ms: cfg.max_event_age_ms,
-            flag_older_than_ms: cfg.flag_older_than_ms,
-            ..Default::default()
-        }
-    })
+    LIMITS.get_or_init(|| weir_ingest::config::IngestConfig::default().limits())
 }
 
 /// ingest's real router with the default configuration (auth off), on a
@@ -97,22 +87,18 @@ fn ingest_api() -> &'static (axum::Router, Arc<MemorySink>) {
     })
 }
 
-/// ingest's event routes.
-pub const INGEST_ROUTES: &[&str] = &[
-    "/v1/events",
-    "/v1/events/batch",
-    "/v1/events/ndjson",
-    "/events",
-    "/events/batch",
-    "/api/write",
-];
+/// ingest's event routes, as its spec lists them.
+fn ingest_routes() -> &'static [String] {
+    static ROUTES: OnceLock<Vec<String>> = OnceLock::new();
+    ROUTES.get_or_init(weir_ingest::routes::event_paths)
+}
 
 /// A request body, plain and gzip-labelled, posted to every event route.
 pub fn ingest_body(data: &[u8]) {
     let (router, sink) = ingest_api();
-    for route in INGEST_ROUTES {
+    for route in ingest_routes() {
         for encoding in [None, Some("gzip")] {
-            let mut req = Request::post(*route);
+            let mut req = Request::post(route.as_str());
             if let Some(e) = encoding {
                 req = req.header(axum::http::header::CONTENT_ENCODING, e);
             }

@@ -92,6 +92,20 @@ impl Default for IngestConfig {
     }
 }
 
+impl IngestConfig {
+    /// The limits `validate` applies to each event under these settings.
+    pub fn limits(&self) -> crate::validate::Limits {
+        crate::validate::Limits {
+            max_future_skew_ms: self.max_future_skew_ms,
+            max_string_bytes: self.max_string_bytes,
+            max_properties: self.max_properties,
+            max_event_age_ms: self.max_event_age_ms,
+            flag_older_than_ms: self.flag_older_than_ms,
+            ..Default::default()
+        }
+    }
+}
+
 impl weir_core::service::StageConfig for IngestConfig {
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry

@@ -80,14 +80,7 @@ pub fn gateway(cfg: &IngestConfig, sink: Arc<dyn EventSink>) -> anyhow::Result<G
     }
     let admission = Arc::new(Admission {
         sink: sink.clone(),
-        limits: validate::Limits {
-            max_future_skew_ms: cfg.max_future_skew_ms,
-            max_string_bytes: cfg.max_string_bytes,
-            max_properties: cfg.max_properties,
-            max_event_age_ms: cfg.max_event_age_ms,
-            flag_older_than_ms: cfg.flag_older_than_ms,
-            ..Default::default()
-        },
+        limits: cfg.limits(),
         write_keys,
         default_tenant: cfg.tenant.clone(),
         rate_limit: admission::rate_limiter(cfg.rate_limit.events_per_second, cfg.rate_limit.burst),

@@ -18,9 +18,9 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// The event API's routes and the spec generated from them.
-pub fn api(state: Arc<HttpState>) -> (axum::Router, OpenApi) {
-    let (router, mut spec) = OpenApiRouter::new()
+/// Every route, with its description.
+fn routed() -> OpenApiRouter<Arc<HttpState>> {
+    OpenApiRouter::new()
         .routes(routes!(post_event))
         .routes(routes!(post_batch))
         .routes(routes!(post_ndjson))
@@ -28,8 +28,23 @@ pub fn api(state: Arc<HttpState>) -> (axum::Router, OpenApi) {
         .routes(routes!(post_event_stream_batch))
         .routes(routes!(post_event_service))
         .routes(routes!(get_snippet))
-        .with_state(state)
-        .split_for_parts();
+}
+
+/// The paths events are POSTed to, read from the spec: what the fuzz
+/// targets and the hostile-input tests send to.
+pub fn event_paths() -> Vec<String> {
+    let (_, spec) = routed().split_for_parts();
+    spec.paths
+        .paths
+        .into_iter()
+        .filter(|(_, item)| item.post.is_some())
+        .map(|(path, _)| path)
+        .collect()
+}
+
+/// The event API's routes and the spec generated from them.
+pub fn api(state: Arc<HttpState>) -> (axum::Router, OpenApi) {
+    let (router, mut spec) = routed().with_state(state).split_for_parts();
     spec.info = weir_core::api_docs::info(
         "weir ingest",
         "The event gateway: accepts events, validates them and answers 202 only once Kafka \

@@ -333,11 +333,13 @@ async fn legacy_payload_shapes_land_as_weir_events() {
         "{v}"
     );
     // The first-party snippet's shape and logeater's shape, on weir's own endpoint.
+    // logeater sends epoch seconds.
+    let le_secs = weir_tests::load::now_ms() / 1000;
     let (s, _, _) = send("/v1/events", json!({"event_id": "fp-1", "event": "clicked_event", "url": "https://blog/a", "properties": {"id": "buy"}})).await;
     assert_eq!(s, 202);
     let (s, _, _) = send(
         "/v1/events",
-        json!({"event_id": "le-1", "timestamp": weir_tests::load::now_ms() / 1000, "service": "cart-svc",
+        json!({"event_id": "le-1", "timestamp": le_secs, "service": "cart-svc",
         "type": "cart.add", "user_id": "u-9", "details": "{\"sku\":\"X\"}"}),
     )
     .await;
@@ -380,7 +382,7 @@ async fn legacy_payload_shapes_land_as_weir_events() {
     let le = &events["le-1"];
     assert_eq!(
         (le.name.as_str(), le.service.as_deref(), le.timestamp),
-        ("cart.add", Some("cart-svc"), 1_795_000_000_000)
+        ("cart.add", Some("cart-svc"), le_secs * 1000)
     );
     assert_eq!(le.properties["sku"].to_string(), "X");
 }
@@ -548,8 +550,10 @@ async fn grpc_push_is_logeater_compatible() {
     let mut client = EventClient::connect(format!("http://{grpc}"))
         .await
         .expect("gRPC connects");
+    // logeater sends epoch seconds.
+    let now_secs = weir_tests::load::now_ms() / 1000;
     let entry = |id: &str, ty: &str| EventEntry {
-        timestamp: 1_795_000_000,
+        timestamp: now_secs,
         service: "cart-svc".into(),
         r#type: ty.into(),
         user_id: Some("u-1".into()),
@@ -609,6 +613,6 @@ async fn grpc_push_is_logeater_compatible() {
         (e.name.as_str(), e.service.as_deref(), e.tenant.as_str()),
         ("cart.add", Some("cart-svc"), TENANT)
     );
-    assert_eq!(e.timestamp, 1_795_000_000_000);
+    assert_eq!(e.timestamp, now_secs * 1000);
     assert_eq!(e.properties["qty"].to_string(), "2");
 }

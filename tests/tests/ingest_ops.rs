@@ -304,20 +304,14 @@ async fn random_json_on_every_route_never_gets_a_5xx() {
     let ingest = stack.stage("ingest", "0", &[]);
     ingest.wait_ready().await;
     let http = reqwest::Client::new();
-    let routes = [
-        "/v1/events",
-        "/v1/events/batch",
-        "/v1/events/ndjson",
-        "/events",
-        "/events/batch",
-        "/api/write",
-    ];
+    let routes = weir_ingest::routes::event_paths();
+    assert_eq!(routes.len(), 6, "the event routes: {routes:?}");
     let mut runner = TestRunner::deterministic();
     let strategy = hostile_json();
     let mut statuses = std::collections::BTreeMap::new();
     for n in 0..600 {
         let value = strategy.new_tree(&mut runner).unwrap().current();
-        let route = routes[n % routes.len()];
+        let route = routes[n % routes.len()].as_str();
         let mut body = value.to_string().into_bytes();
         if n % 10 == 9 {
             body.truncate(body.len() / 2); // and some cut short
