@@ -230,21 +230,44 @@ async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
 }
 
 async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggregator: &Stage) {
-    // Traffic that makes the labelled counters appear: a rejected event, an
-    // old one (flagged), a malformed request, an unauthorized query.
+    // Traffic that makes the labelled counters appear: a rejected event, old
+    // ones (flagged, and late once on-time events set every partition's
+    // watermark), a malformed request, an unauthorized query.
     let http = reqwest::Client::new();
-    let day_ago = weir_tests::load::now_ms() - 2 * 86_400_000;
+    let now = weir_tests::load::now_ms();
+    let day_ago = now - 2 * 86_400_000;
+    let fresh: Vec<_> = (0..20)
+        .map(|i| json!({"event_id": format!("now-{i}"), "name": "page_view", "user_id": "u1", "timestamp": now}))
+        .collect();
     let r = http
         .post(ingest.url("/v1/events/batch"))
         .bearer_auth(WRITE_KEY)
-        .json(&json!({"events": [
-            {"event_id": "old-1", "name": "page_view", "user_id": "u1", "timestamp": day_ago},
-            {"event_id": "bad-1", "name": 7},
-        ]}))
+        .json(&json!({ "events": fresh }))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    let mut batch: Vec<_> = (1..=8)
+        .map(|i| json!({"event_id": format!("old-{i}"), "name": "page_view", "user_id": "u1", "timestamp": day_ago}))
+        .collect();
+    batch.push(json!({"event_id": "bad-1", "name": 7}));
+    let r = http
+        .post(ingest.url("/v1/events/batch"))
+        .bearer_auth(WRITE_KEY)
+        .json(&json!({ "events": batch }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // The late lane's lag exists once it has counted a late event.
+    let counted = poll_until(Duration::from_secs(120), || async {
+        let n = aggregator
+            .metric("weir_aggregator_late_events_total{outcome=\"counted\"}")
+            .await;
+        (n >= 1.0).then_some(())
+    })
+    .await;
+    assert!(counted.is_some(), "the late lane counted none of the old events");
     let r = http
         .post(ingest.url("/v1/events"))
         .bearer_auth(WRITE_KEY)
