@@ -4,7 +4,9 @@
 //! `MemoryStore`, ClickHouse's replacing tables in memory. The stream mixes
 //! on-time events, events minutes to days late, re-sent events (inside and
 //! past the processor's dedup horizon), and clients whose clocks run fast or
-//! slow; the aggregator crashes mid-batch at any step and re-reads the batch.
+//! slow; the processor dies before a commit (what it wrote stays visible) and
+//! replays from its changelog, and the aggregator crashes mid-batch at any
+//! step and re-reads the batch.
 //! The reference counts every accepted event once: what the query API must
 //! answer. The real-stack proofs are `late_events.rs`, `pipeline.rs` and the
 //! chaos run.
@@ -121,16 +123,23 @@ enum Record {
     Aggregate(AggregateRow),
 }
 
-/// The processor's committed output, in the order the aggregator reads it.
-fn process(events: &[Event], commits: &[usize]) -> Vec<Record> {
+/// What the aggregator reads of the processor's output, in order. The
+/// processor commits after the offsets in `commits`, and dies just before
+/// the commit after `crash_at`: what that batch wrote stays visible (nisshi
+/// 0.7 shows aborted records to `read_committed` readers), and the next life
+/// restores the partition from its changelog and replays from the committed
+/// offset.
+fn process(events: &[Event], commits: &[usize], crash_at: Option<usize>) -> Vec<Record> {
+    let origin = Origin {
+        source: "events.raw/0",
+        traceparent: None,
+    };
     let mut state = PartitionState::new(0, rules());
-    let mut out = vec![];
-    for (i, e) in events.iter().enumerate() {
+    let (mut out, mut log) = (vec![], vec![]);
+    let (mut committed, mut crashed, mut i) = (None, false, 0);
+    while i < events.len() {
+        let e = &events[i];
         let offset = i as i64;
-        let origin = Origin {
-            source: "events.raw/0",
-            traceparent: None,
-        };
         for r in route(&mut state, offset, Ok(e), origin).routes {
             if r.to == Output::Clean {
                 let mut row = EventRow::new(e.clone(), 0, offset);
@@ -140,14 +149,24 @@ fn process(events: &[Event], commits: &[usize]) -> Vec<Record> {
         }
         if commits.contains(&i) || i + 1 == events.len() {
             let drained = state.drain();
-            state.changelog_committed();
             out.extend(
                 drained
                     .aggregates
                     .into_iter()
                     .map(|a| Record::Aggregate(a.into())),
             );
+            log.extend(drained.changelog);
+            if !crashed && crash_at.is_some_and(|c| i >= c) {
+                crashed = true;
+                state = PartitionState::restore(0, rules(), log.clone(), committed)
+                    .expect("the changelog restores");
+                i = committed.unwrap_or(0) as usize;
+                continue;
+            }
+            committed = Some(offset + 1);
+            state.changelog_committed();
         }
+        i += 1;
     }
     out
 }
@@ -164,8 +183,9 @@ proptest! {
         commits in prop::collection::vec(0usize..120, 0..12),
         cuts in prop::collection::vec(1usize..40, 1..20),
         crashes in prop::collection::vec(prop::option::weighted(0.3, 0usize..6), 1..20),
+        processor_crash in prop::option::of(0usize..120),
     ) {
-        let records = process(&events, &commits);
+        let records = process(&events, &commits, processor_crash);
         let store = MemoryStore::default();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let (mut at, mut n, mut restarted) = (0, 0, false);

@@ -267,7 +267,10 @@ async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggr
         (n >= 1.0).then_some(())
     })
     .await;
-    assert!(counted.is_some(), "the late lane counted none of the old events");
+    assert!(
+        counted.is_some(),
+        "the late lane counted none of the old events"
+    );
     let r = http
         .post(ingest.url("/v1/events"))
         .bearer_auth(WRITE_KEY)
