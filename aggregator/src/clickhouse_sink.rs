@@ -276,6 +276,10 @@ impl CountStore for ClickHouseSink {
     /// Recomputes the late lane of `minutes` from the late events stored
     /// (see `late`): one row per minute, name and channel, with every
     /// distinct late event and user of it, versioned by ClickHouse's clock.
+    /// It reads `events` without FINAL, counting distinct ids: a late row is
+    /// never replaced by an on-time one (that is stored first, or the late
+    /// copy is not stored), so FINAL would only merge copies of one event,
+    /// and it cost a merge of whole day partitions on every batch.
     async fn recompute_late(&self, minutes: &BTreeSet<LateMinute>) -> anyhow::Result<()> {
         if minutes.is_empty() {
             return Ok(());
@@ -299,7 +303,7 @@ impl CountStore for ClickHouseSink {
              FROM ( \
                SELECT tenant, name, channel, event_id, user_id, anonymous_id, \
                       intDiv(toUnixTimestamp64Milli(timestamp), {MINUTE_MS}) * {MINUTE_MS} AS ws \
-               FROM events FINAL \
+               FROM events \
                WHERE late = 1 AND tenant IN ? AND toUInt32(toDate(timestamp)) IN ? \
              ) \
              WHERE ws IN ? \
@@ -321,18 +325,37 @@ impl CountStore for ClickHouseSink {
     /// crash in between redoes it.
     async fn refresh_hours(&self, starts: &BTreeSet<i64>) -> anyhow::Result<()> {
         const HOUR: i64 = 3_600_000;
-        let hours: BTreeSet<i64> = starts.iter().map(|s| s.div_euclid(HOUR) * HOUR).collect();
-        // Runs of consecutive hours, one query each: usually a single hour.
-        let mut runs: Vec<(i64, i64)> = vec![];
-        for h in hours {
-            match runs.last_mut() {
-                Some((_, end)) if *end == h => *end = h + HOUR,
-                _ => runs.push((h, h + HOUR)),
-            }
+        let hours: Vec<i64> = starts
+            .iter()
+            .map(|s| s.div_euclid(HOUR))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let (Some(first), Some(last)) = (hours.first(), hours.last()) else {
+            return Ok(());
+        };
+        if last - first + 1 == hours.len() as i64 {
+            // Consecutive hours (usually one): a plain range.
+            return self.refresh_range(first * HOUR, (last + 1) * HOUR).await;
         }
-        for (from, to) in runs {
-            self.refresh_range(from, to).await?;
-        }
+        // Hours apart (late events of other days): one query for them all.
+        self.client
+            .query(
+                "INSERT INTO event_counts_1h \
+                 SELECT tenant, name, any(namespace), channel, toStartOfHour(window_start) AS hour, \
+                        sum(count), uniqCombined64MergeState(users), uniqExactMergeState(users_exact), \
+                        toUInt64(toUnixTimestamp64Nano(now64(9))) \
+                 FROM event_counts_1m FINAL \
+                 WHERE window_start >= fromUnixTimestamp64Milli(?, 'UTC') \
+                   AND window_start < fromUnixTimestamp64Milli(?, 'UTC') \
+                   AND intDiv(toUnixTimestamp64Milli(window_start), 3600000) IN ? \
+                 GROUP BY tenant, name, channel, hour",
+            )
+            .bind(first * HOUR)
+            .bind((last + 1) * HOUR)
+            .bind(SqlTuple(&hours))
+            .execute()
+            .await?;
         Ok(())
     }
 }
