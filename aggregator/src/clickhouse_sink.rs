@@ -175,24 +175,10 @@ impl ClickHouseSink {
     /// Recomputes the hourly rollup of the hours in `[from_ms, to_ms)`
     /// (whole hours) from the minute table.
     pub async fn refresh_range(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<()> {
-        {
-            self.client
-                .query(
-                    "INSERT INTO event_counts_1h \
-                     SELECT tenant, name, any(namespace), channel, toStartOfHour(window_start) AS hour, \
-                            sum(count), uniqCombined64MergeState(users), uniqExactMergeState(users_exact), \
-                            toUInt64(toUnixTimestamp64Nano(now64(9))) \
-                     FROM event_counts_1m FINAL \
-                     WHERE window_start >= fromUnixTimestamp64Milli(?, 'UTC') \
-                       AND window_start < fromUnixTimestamp64Milli(?, 'UTC') \
-                     GROUP BY tenant, name, channel, hour",
-                )
-                .bind(from_ms)
-                .bind(to_ms)
-                .execute()
-                .await?;
-        }
-        Ok(())
+        let starts: BTreeSet<i64> = (from_ms.div_euclid(HOUR_MS)..to_ms.div_euclid(HOUR_MS))
+            .map(|h| h * HOUR_MS)
+            .collect();
+        self.refresh_hours(&starts).await
     }
 
     pub async fn insert_dead_letters(&self, rows: &[DeadLetterRow]) -> anyhow::Result<()> {
@@ -214,6 +200,9 @@ impl ClickHouseSink {
         Ok(())
     }
 }
+
+/// The rollup's unit.
+const HOUR_MS: i64 = 3_600_000;
 
 /// A list bound as an SQL tuple, `('a', 'b')`, the right side of `IN` (the
 /// client binds a slice as an array, which `IN` does not take). Never empty
@@ -324,21 +313,17 @@ impl CountStore for ClickHouseSink {
     /// the rows are inserted and before their offsets are committed, so a
     /// crash in between redoes it.
     async fn refresh_hours(&self, starts: &BTreeSet<i64>) -> anyhow::Result<()> {
-        const HOUR: i64 = 3_600_000;
         let hours: Vec<i64> = starts
             .iter()
-            .map(|s| s.div_euclid(HOUR))
+            .map(|s| s.div_euclid(HOUR_MS))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         let (Some(first), Some(last)) = (hours.first(), hours.last()) else {
             return Ok(());
         };
-        if last - first + 1 == hours.len() as i64 {
-            // Consecutive hours (usually one): a plain range.
-            return self.refresh_range(first * HOUR, (last + 1) * HOUR).await;
-        }
-        // Hours apart (late events of other days): one query for them all.
+        // One query for every hour, next to each other or days apart (late
+        // events); the range bounds let ClickHouse skip other partitions.
         self.client
             .query(
                 "INSERT INTO event_counts_1h \
@@ -351,8 +336,8 @@ impl CountStore for ClickHouseSink {
                    AND intDiv(toUnixTimestamp64Milli(window_start), 3600000) IN ? \
                  GROUP BY tenant, name, channel, hour",
             )
-            .bind(first * HOUR)
-            .bind((last + 1) * HOUR)
+            .bind(first * HOUR_MS)
+            .bind((last + 1) * HOUR_MS)
             .bind(SqlTuple(&hours))
             .execute()
             .await?;
