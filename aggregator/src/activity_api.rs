@@ -7,7 +7,8 @@ use crate::counts::{range, required_name, rfc3339, Scope, MINUTE_MS};
 use crate::query::{
     bad_request, name_filter, parse_time, unavailable, ApiState, QueryErrors, ReadScope,
 };
-use axum::extract::{Query, State};
+use crate::strict_query::StrictQuery;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use clickhouse::Row;
@@ -82,7 +83,7 @@ fn window_length(s: &str) -> Result<i64, String> {
 pub async fn rolling(
     State(state): State<ApiState>,
     Extension(scope): Extension<ReadScope>,
-    Query(p): Query<RollingParams>,
+    StrictQuery(p): StrictQuery<RollingParams>,
 ) -> Response {
     let tenant = match scope.tenant(p.tenant) {
         Ok(t) => t,
@@ -186,7 +187,7 @@ pub struct ActivePeriod {
 pub async fn active_users(
     State(state): State<ApiState>,
     Extension(scope): Extension<ReadScope>,
-    Query(p): Query<ActiveUsersParams>,
+    StrictQuery(p): StrictQuery<ActiveUsersParams>,
 ) -> Response {
     let tenant = match scope.tenant(p.tenant) {
         Ok(t) => t,

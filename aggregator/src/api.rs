@@ -26,6 +26,8 @@ pub fn router(state: ApiState) -> Router {
         .routes(routes!(crate::metrics_api::metrics))
         .routes(routes!(crate::activity_api::rolling))
         .routes(routes!(crate::activity_api::active_users))
+        .routes(routes!(crate::legacy_api::stream_metrics))
+        .routes(routes!(crate::legacy_api::read))
         // Only matched routes: an unknown path is a 404 whatever the key.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -37,7 +39,10 @@ pub fn router(state: ApiState) -> Router {
         "weir query API",
         "Reads what the aggregator materialised in ClickHouse: the event history and exact \
          counts and unique users. Send a read key as `Authorization: Bearer` or `X-Read-Key`; \
-         it reads its own tenant's data only. Write keys do not read.",
+         it reads its own tenant's data only. Write keys do not read. Every route refuses a \
+         parameter it does not list with a 400 naming it, and answers times in RFC 3339 \
+         (epoch milliseconds are accepted on input). The `legacy` routes answer in the shapes \
+         of the systems weir replaces.",
     );
     let components = spec.components.get_or_insert_with(Default::default);
     components.add_security_scheme(

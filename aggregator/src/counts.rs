@@ -7,7 +7,7 @@
 //! counts each user once, never summed per window, and exactly at any
 //! cardinality (`uniqCombined64` estimates past a few thousand users).
 
-use crate::query::parse_time;
+use crate::query::{parse_time, TIME_RANGE_MS};
 use clickhouse::Row;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -123,6 +123,10 @@ impl Scope {
         self.bind(client.query(&sql)).fetch_one::<Totals>().await
     }
 }
+
+/// The range of a query without `from` or `to`: all of event time that
+/// RFC 3339 can write, so that the answer can name its bounds.
+pub(crate) const OPEN_RANGE: (i64, i64) = (0, *TIME_RANGE_MS.end());
 
 /// Parses `from`/`to` into `errors`, with defaults; `to` must follow `from`.
 pub(crate) fn range(

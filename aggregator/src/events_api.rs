@@ -10,7 +10,8 @@
 use crate::query::{
     bad_request, name_filter, parse_time, unavailable, ApiState, QueryErrors, ReadScope,
 };
-use axum::extract::{Query, State};
+use crate::strict_query::StrictQuery;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -60,14 +61,14 @@ pub struct PageMetadata {
 }
 
 /// The WHERE clause and its parameters, from validated params.
-struct Filter {
+pub(crate) struct Filter {
     sql: Vec<&'static str>,
     params: Vec<(&'static str, String)>,
     from: i64,
     to: i64,
 }
 
-fn positive(s: Option<&str>, default: u64, max: u64) -> Result<u64, String> {
+pub(crate) fn positive(s: Option<&str>, default: u64, max: u64) -> Result<u64, String> {
     match s {
         None => Ok(default),
         Some(s) => match s.parse::<u64>() {
@@ -89,26 +90,20 @@ fn positive(s: Option<&str>, default: u64, max: u64) -> Result<u64, String> {
 pub async fn events(
     State(state): State<ApiState>,
     Extension(scope): Extension<ReadScope>,
-    Query(mut p): Query<EventsParams>,
+    StrictQuery(mut p): StrictQuery<EventsParams>,
 ) -> Response {
     p.tenant = match scope.tenant(p.tenant) {
         Ok(t) => t,
         Err(r) => return r.into_response(),
     };
     let mut errors = BTreeMap::new();
-    let mut filter = Filter {
-        sql: vec![],
-        params: vec![],
-        from: 0,
-        to: i64::MAX / 2,
-    };
+    let mut filter = Filter::new();
     if let Some(name) = &p.name {
         if name.is_empty() {
             errors.insert("name", "must not be empty".to_string());
         } else {
             let (sql, value) = name_filter(name);
-            filter.sql.push(sql);
-            filter.params.push(("name", value));
+            filter.and(sql, "name", value);
         }
     }
     let exact: [(&'static str, &Option<String>, &'static str); 4] = [
@@ -123,8 +118,7 @@ pub async fn events(
     ];
     for (param, value, sql) in exact {
         if let Some(v) = value {
-            filter.sql.push(sql);
-            filter.params.push((param, v.clone()));
+            filter.and(sql, param, v.clone());
         }
     }
     for (param, value, slot) in [
@@ -165,63 +159,94 @@ pub async fn events(
     if !errors.is_empty() {
         return bad_request(errors);
     }
-    filter
-        .sql
-        .push("timestamp >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')");
-    filter
-        .sql
-        .push("timestamp < fromUnixTimestamp64Milli({to:Int64}, 'UTC')");
-    let where_sql = filter.sql.join(" AND ");
+    match filter.page(&state.client, order, page, page_size).await {
+        Ok((events, metadata)) => Json(EventsAnswer {
+            events: events.into_iter().map(event_json).collect(),
+            metadata,
+        })
+        .into_response(),
+        Err(r) => r,
+    }
+}
 
-    let bind = |mut q: clickhouse::query::Query| {
-        for (k, v) in &filter.params {
-            q = q.param(k, v);
-        }
-        q.param("from", filter.from).param("to", filter.to)
-    };
-    let count_sql = format!("SELECT count() FROM events FINAL WHERE {where_sql}");
-    let total: u64 = match bind(state.client.query(&count_sql))
-        .fetch_one::<u64>()
-        .await
-    {
-        Ok(n) => n,
-        Err(e) => return unavailable(e),
-    };
-    // page and page_size are integers parsed above, not client text.
-    let rows_sql = format!(
-        "SELECT event_id, name, namespace, tenant, \
-                toUnixTimestamp64Milli(timestamp) AS timestamp_ms, \
-                toUnixTimestamp64Milli(received_at) AS received_at_ms, \
-                user_id, anonymous_id, customer_id, channel, service, description, properties \
-         FROM events FINAL WHERE {where_sql} ORDER BY {order}, event_id \
-         LIMIT {page_size} OFFSET {}",
-        (page - 1).saturating_mul(page_size)
-    );
-    let bytes = match bind(state.client.query(&rows_sql)).fetch_bytes("JSONEachRow") {
-        Ok(mut cursor) => match cursor.collect().await {
-            Ok(b) => b,
-            Err(e) => return unavailable(e),
-        },
-        Err(e) => return unavailable(e),
-    };
-    let mut events = vec![];
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        match serde_json::from_slice::<Value>(line) {
-            Ok(row) => events.push(event_json(row)),
-            Err(e) => return unavailable(e),
+impl Filter {
+    /// No condition yet, over all of event time.
+    pub(crate) fn new() -> Filter {
+        Filter {
+            sql: vec![],
+            params: vec![],
+            from: 0,
+            to: i64::MAX / 2,
         }
     }
-    Json(EventsAnswer {
-        events,
-        metadata: PageMetadata {
+
+    /// Adds a condition and the value it binds as `{param:String}`.
+    pub(crate) fn and(&mut self, sql: &'static str, param: &'static str, value: String) {
+        self.sql.push(sql);
+        self.params.push((param, value));
+    }
+
+    /// One page of the events that pass, as ClickHouse rows (times in epoch
+    /// ms), and the paging metadata. `order` comes from a route's fixed
+    /// list; page and page_size are parsed integers, not client text.
+    pub(crate) async fn page(
+        mut self,
+        client: &clickhouse::Client,
+        order: &str,
+        page: u64,
+        page_size: u64,
+    ) -> Result<(Vec<Value>, PageMetadata), Response> {
+        self.sql
+            .push("timestamp >= fromUnixTimestamp64Milli({from:Int64}, 'UTC')");
+        self.sql
+            .push("timestamp < fromUnixTimestamp64Milli({to:Int64}, 'UTC')");
+        let where_sql = self.sql.join(" AND ");
+        let bind = |mut q: clickhouse::query::Query| {
+            for (k, v) in &self.params {
+                q = q.param(k, v);
+            }
+            q.param("from", self.from).param("to", self.to)
+        };
+        let count_sql = format!("SELECT count() FROM events FINAL WHERE {where_sql}");
+        let total: u64 = bind(client.query(&count_sql))
+            .fetch_one::<u64>()
+            .await
+            .map_err(unavailable)?;
+        let rows_sql = format!(
+            "SELECT event_id, name, namespace, tenant, \
+                    toUnixTimestamp64Milli(timestamp) AS timestamp_ms, \
+                    toUnixTimestamp64Milli(received_at) AS received_at_ms, \
+                    user_id, anonymous_id, customer_id, channel, service, description, properties \
+             FROM events FINAL WHERE {where_sql} ORDER BY {order}, event_id \
+             LIMIT {page_size} OFFSET {}",
+            (page - 1).saturating_mul(page_size)
+        );
+        let bytes = bind(client.query(&rows_sql))
+            .fetch_bytes("JSONEachRow")
+            .map_err(unavailable)?
+            .collect()
+            .await
+            .map_err(unavailable)?;
+        let mut rows = vec![];
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            rows.push(serde_json::from_slice::<Value>(line).map_err(unavailable)?);
+        }
+        let metadata = PageMetadata {
             current_page: page,
             page_size,
             first_page: 1,
             last_page: total.div_ceil(page_size).max(1),
             total_records: total,
-        },
-    })
-    .into_response()
+        };
+        Ok((rows, metadata))
+    }
+}
+
+/// Epoch ms from a row's `<key>_ms` column (ClickHouse writes Int64 as a
+/// JSON string).
+pub(crate) fn row_ms(row: &Value, key: &str) -> Option<i64> {
+    row.get(key)
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
 }
 
 /// A row as the API shows it: times as RFC 3339.
@@ -230,9 +255,7 @@ fn event_json(mut row: Value) -> Value {
         ("timestamp_ms", "timestamp"),
         ("received_at_ms", "received_at"),
     ] {
-        let ms = row
-            .get(ms_key)
-            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()));
+        let ms = row_ms(&row, ms_key);
         if let (Some(ms), Value::Object(o)) = (ms, &mut row) {
             o.remove(ms_key);
             o.insert(key.to_string(), json!(weir_core::event::ms_to_rfc3339(ms)));

@@ -2,9 +2,10 @@
 //! prefix over a range, optionally grouped by a column, a time bucket or a
 //! property (see `counts` for where the numbers come from).
 
-use crate::counts::{range, required_name, Scope};
+use crate::counts::{range, required_name, rfc3339, Scope, OPEN_RANGE};
 use crate::query::{bad_request, name_filter, unavailable, ApiState, QueryErrors, ReadScope};
-use axum::extract::{Query, State};
+use crate::strict_query::StrictQuery;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use clickhouse::Row;
@@ -30,8 +31,9 @@ pub struct MetricsParams {
 #[derive(Serialize, ToSchema)]
 pub struct MetricsAnswer {
     name: String,
-    from: i64,
-    to: i64,
+    /// RFC 3339, as every route answers times.
+    from: String,
+    to: String,
     total_count: u64,
     unique_users: u64,
     /// Present with `group_by`.
@@ -56,7 +58,7 @@ pub struct GroupAnswer {
 
 /// What `group_by` groups on: a column or time bucket of the per-minute
 /// table, or a property of the events themselves.
-enum Grouping {
+pub(crate) enum Grouping {
     Counts(&'static str),
     Property(String),
 }
@@ -64,7 +66,7 @@ enum Grouping {
 /// The per-minute bucket: the one grouping the hourly rollup cannot serve.
 const MINUTE_BUCKET: &str = "formatDateTime(toStartOfMinute(window_start), '%Y-%m-%dT%H:%i:00Z')";
 
-fn grouping(g: &str) -> Result<Grouping, String> {
+pub(crate) fn grouping(g: &str) -> Result<Grouping, String> {
     Ok(match g {
         "channel" => Grouping::Counts("channel"),
         "name" => Grouping::Counts("name"),
@@ -98,7 +100,7 @@ fn grouping(g: &str) -> Result<Grouping, String> {
 pub async fn metrics(
     State(state): State<ApiState>,
     Extension(scope): Extension<ReadScope>,
-    Query(p): Query<MetricsParams>,
+    StrictQuery(p): StrictQuery<MetricsParams>,
 ) -> Response {
     let tenant = match scope.tenant(p.tenant) {
         Ok(t) => t,
@@ -106,12 +108,7 @@ pub async fn metrics(
     };
     let mut errors = BTreeMap::new();
     let name = required_name(p.name, &mut errors);
-    let (from, to) = range(
-        p.from.as_deref(),
-        p.to.as_deref(),
-        (0, i64::MAX / 2),
-        &mut errors,
-    );
+    let (from, to) = range(p.from.as_deref(), p.to.as_deref(), OPEN_RANGE, &mut errors);
     let group = match p.group_by.as_deref().map(grouping).transpose() {
         Ok(g) => g,
         Err(e) => {
@@ -128,23 +125,48 @@ pub async fn metrics(
         from,
         to,
     };
+    match measure(&state.client, &scope, group.as_ref()).await {
+        Ok(m) => Json(MetricsAnswer {
+            name,
+            from: rfc3339(from),
+            to: rfc3339(to),
+            total_count: m.total_count,
+            unique_users: m.unique_users,
+            grouped_metrics: m.groups,
+        })
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// What a metrics query finds: the range's totals and, with a grouping,
+/// each group's.
+pub(crate) struct Measured {
+    pub total_count: u64,
+    pub unique_users: u64,
+    pub groups: Option<Vec<GroupAnswer>>,
+}
+
+/// The totals of `scope` and, with `group`, its groups: what `/v1/metrics`
+/// and the event-stream route `/events/metrics` answer, each in its shape.
+pub(crate) async fn measure(
+    client: &clickhouse::Client,
+    scope: &Scope,
+    group: Option<&Grouping>,
+) -> Result<Measured, Response> {
     // Per-minute groups need the minute table; everything else can read
     // whole hours from the rollup.
     let minutes = matches!(group, Some(Grouping::Counts(MINUTE_BUCKET)));
     let counts = scope.counts(minutes);
-    let mut answer = MetricsAnswer {
-        name,
-        from,
-        to,
-        total_count: 0,
-        unique_users: 0,
-        grouped_metrics: None,
-    };
-    match &group {
-        None => match scope.totals(&state.client).await {
-            Ok(t) => (answer.total_count, answer.unique_users) = (t.total_count, t.unique_users),
-            Err(e) => return unavailable(e),
-        },
+    match group {
+        None => {
+            let t = scope.totals(client).await.map_err(unavailable)?;
+            Ok(Measured {
+                total_count: t.total_count,
+                unique_users: t.unique_users,
+                groups: None,
+            })
+        }
         // One scan for the groups and the total: the empty grouping set is
         // the total, told apart by `grouping()`, not by a key value. The
         // expression comes from the fixed list in `grouping`.
@@ -157,41 +179,35 @@ pub async fn metrics(
                  GROUP BY GROUPING SETS ((group_key), ()) ORDER BY is_total DESC, group_key \
                  SETTINGS force_grouping_standard_compatibility = 1"
             );
-            match scope
-                .bind(state.client.query(&sql))
+            let rows = scope
+                .bind(client.query(&sql))
                 .fetch_all::<GroupRow>()
                 .await
-            {
-                Ok(rows) => {
-                    let mut groups = vec![];
-                    for r in rows {
-                        // Standard `grouping()`: 1 where the key is rolled up.
-                        if r.is_total == 1 {
-                            (answer.total_count, answer.unique_users) =
-                                (r.total_count, r.unique_user_count);
-                        } else {
-                            groups.push(GroupAnswer {
-                                group_key: r.group_key,
-                                total_count: r.total_count,
-                                unique_user_count: r.unique_user_count,
-                            });
-                        }
-                    }
-                    answer.grouped_metrics = Some(groups);
+                .map_err(unavailable)?;
+            let mut m = Measured {
+                total_count: 0,
+                unique_users: 0,
+                groups: Some(vec![]),
+            };
+            for r in rows {
+                // Standard `grouping()`: 1 where the key is rolled up.
+                if r.is_total == 1 {
+                    (m.total_count, m.unique_users) = (r.total_count, r.unique_user_count);
+                } else if let Some(groups) = &mut m.groups {
+                    groups.push(GroupAnswer {
+                        group_key: r.group_key,
+                        total_count: r.total_count,
+                        unique_user_count: r.unique_user_count,
+                    });
                 }
-                Err(e) => return unavailable(e),
             }
+            Ok(m)
         }
         // The per-minute table has no properties: these come from the events
         // themselves, over the same range of event time; the totals from the
         // counts as above.
         Some(Grouping::Property(key)) => {
-            match scope.totals(&state.client).await {
-                Ok(t) => {
-                    (answer.total_count, answer.unique_users) = (t.total_count, t.unique_users)
-                }
-                Err(e) => return unavailable(e),
-            }
+            let t = scope.totals(client).await.map_err(unavailable)?;
             let sql = format!(
                 "SELECT properties[{{key:String}}] AS group_key, count() AS total_count, \
                         toUInt64(uniqExact(coalesce(user_id, anonymous_id))) AS unique_user_count \
@@ -199,18 +215,19 @@ pub async fn metrics(
                  GROUP BY group_key ORDER BY group_key",
                 scope.where_sql().replace("window_start", "timestamp")
             );
-            match scope
-                .bind(state.client.query(&sql))
+            let groups = scope
+                .bind(client.query(&sql))
                 .param("key", key)
                 .fetch_all::<GroupAnswer>()
                 .await
-            {
-                Ok(groups) => answer.grouped_metrics = Some(groups),
-                Err(e) => return unavailable(e),
-            }
+                .map_err(unavailable)?;
+            Ok(Measured {
+                total_count: t.total_count,
+                unique_users: t.unique_users,
+                groups: Some(groups),
+            })
         }
     }
-    Json(answer).into_response()
 }
 
 #[cfg(test)]

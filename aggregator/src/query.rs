@@ -81,7 +81,8 @@ pub(crate) fn error(status: StatusCode, param: &str, reason: String) -> Response
     (status, Json(json!({ "error": { param: reason } }))).into_response()
 }
 
-pub(crate) fn bad_request(errors: BTreeMap<&'static str, String>) -> Response {
+/// A 400 naming each invalid parameter (static names, or names a client sent).
+pub(crate) fn bad_request<K: Serialize + Ord>(errors: BTreeMap<K, String>) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": errors }))).into_response()
 }
 

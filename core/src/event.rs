@@ -78,6 +78,25 @@ impl Event {
     }
 }
 
+/// Legacy names are free text ("new customer"); weir's are dotted
+/// `[a-z0-9_]` segments. Lowercase, and anything else becomes `_`. Ingest
+/// maps legacy names with it, and the legacy read routes their filters, so
+/// `event_name=new customer` finds what was written as "new customer".
+pub fn normalize_name(name: &str) -> String {
+    let s: String = name
+        .trim()
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_' | '.') => c,
+            _ => '_',
+        })
+        .collect();
+    s.split('.')
+        .map(|seg| seg.trim_matches('_'))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Epoch milliseconds of an RFC 3339 timestamp.
 pub fn rfc3339_ms(s: &str) -> Result<i64, time::error::Parse> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)?;
@@ -96,6 +115,14 @@ pub fn ms_to_rfc3339(ms: i64) -> Option<String> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()?;
     t.format(&time::format_description::well_known::Rfc3339)
         .ok()
+}
+
+/// A customer id as event-service's clients see it: a JSON number when it
+/// is an integer (their `customer_id` was an int64), text otherwise. Both
+/// its write answer and its read route show it so.
+pub fn legacy_customer_id(id: &str) -> serde_json::Value {
+    id.parse::<i64>()
+        .map_or_else(|_| serde_json::Value::from(id), serde_json::Value::from)
 }
 
 /// The first level of a dotted event name.

@@ -7,7 +7,7 @@
 //! A batch is judged per event: the valid events are accepted even when
 //! others in it are rejected; a batch with no valid event is refused.
 
-use crate::compat;
+use crate::compat::{self, Shape};
 use crate::sink::{EventSink, PublishError};
 use crate::validate::{to_event, FieldError, Limits};
 use crate::wire::RejectedEntry;
@@ -138,13 +138,12 @@ impl Admission {
         &self,
         tenant: &str,
         traceparent: Option<&str>,
+        shape: Option<Shape>,
         v: Value,
     ) -> Result<AcceptedEvent, Refusal> {
         let received_at = now_ms();
-        let event = to_event(&native(v), received_at, tenant, &self.limits).map_err(|errors| {
-            count_rejected(&errors);
-            Refusal::InvalidEvent(errors)
-        })?;
+        let event =
+            validate(v, shape, received_at, tenant, &self.limits).map_err(Refusal::InvalidEvent)?;
         self.admit(tenant, 1)?;
         self.publish(std::slice::from_ref(&event), traceparent)
             .await?;
@@ -162,6 +161,7 @@ impl Admission {
         &self,
         tenant: &str,
         traceparent: Option<&str>,
+        shape: Option<Shape>,
         items: Vec<BatchItem>,
     ) -> Result<BatchOutcome, Refusal> {
         if items.is_empty() {
@@ -183,18 +183,15 @@ impl Admission {
                         message,
                     }]
                 })
-                .and_then(|v| to_event(&native(v), received_at, tenant, &self.limits));
+                .and_then(|v| validate(v, shape, received_at, tenant, &self.limits));
             match result {
                 Ok(e) => valid.push((index, e)),
-                Err(fields) => {
-                    count_rejected(&fields);
-                    rejected.push(RejectedEntry {
-                        index,
-                        line,
-                        message: field_errors(&fields),
-                        fields,
-                    })
-                }
+                Err(fields) => rejected.push(RejectedEntry {
+                    index,
+                    line,
+                    message: field_errors(&fields),
+                    fields,
+                }),
             }
         }
         if valid.is_empty() {
@@ -232,14 +229,29 @@ impl Admission {
     }
 }
 
-/// Maps a legacy shape to the native one, counting which shapes arrive.
-fn native(v: Value) -> Value {
-    let shape = compat::detect(&v);
-    if shape != compat::Shape::Native {
+/// Maps a legacy shape (the route's, or else the detected one) to the
+/// native one, counting which shapes arrive, and validates it. Errors are
+/// counted under weir's field names, and answered under the client's own.
+fn validate(
+    v: Value,
+    shape: Option<Shape>,
+    received_at: i64,
+    tenant: &str,
+    limits: &Limits,
+) -> Result<Event, Vec<FieldError>> {
+    let shape = shape.unwrap_or_else(|| compat::detect(&v));
+    if shape != Shape::Native {
         metrics::counter!("weir_ingest_legacy_events_total", "shape" => format!("{shape:?}"))
             .increment(1);
     }
-    compat::to_native(v)
+    let (native, names) = compat::to_native_named(v, Some(shape));
+    to_event(&native, received_at, tenant, limits).map_err(|mut errors| {
+        count_rejected(&errors);
+        for e in &mut errors {
+            e.field = names.client_field(&e.field);
+        }
+        errors
+    })
 }
 
 /// All of an event's field errors in one sentence.
@@ -304,7 +316,7 @@ mod tests {
             (None, Ok(json!({"event_id": "e2"}))),
             (Some(3), Err("line 3 is not JSON".to_string())),
         ];
-        let out = a.batch("t", None, items).await.unwrap();
+        let out = a.batch("t", None, None, items).await.unwrap();
         assert_eq!(out.accepted.len(), 1);
         assert_eq!(out.accepted[0].event.event_id, "e1");
         let rejected: Vec<_> = out
@@ -325,15 +337,15 @@ mod tests {
         let a = admission(sink.clone());
         let many = (0..4).map(|_| (None, Ok(json!({})))).collect();
         assert!(matches!(
-            a.batch("t", None, many).await,
+            a.batch("t", None, None, many).await,
             Err(Refusal::BatchTooLarge { max: 3, got: 4 })
         ));
         assert!(matches!(
-            a.batch("t", None, vec![]).await,
+            a.batch("t", None, None, vec![]).await,
             Err(Refusal::EmptyBatch)
         ));
         assert!(matches!(
-            a.one("t", None, json!({"name": 7})).await,
+            a.one("t", None, None, json!({"name": 7})).await,
             Err(Refusal::InvalidEvent(_))
         ));
         assert!(matches!(

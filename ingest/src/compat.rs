@@ -6,6 +6,7 @@
 //! by the fields only they use.
 
 use serde_json::{json, Map, Value};
+use weir_core::event::normalize_name;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -51,32 +52,61 @@ pub fn detect(v: &Value) -> Shape {
 
 /// The native form of `v`; a native event is returned unchanged.
 pub fn to_native(v: Value) -> Value {
-    let shape = detect(&v);
-    let Value::Object(o) = v else { return v };
-    match shape {
-        Shape::Native => Value::Object(o),
-        Shape::EventStream => event_stream(o),
-        Shape::EventService => event_service(o),
-        Shape::FirstParty => first_party(o),
-        Shape::Logeater => logeater(o),
-    }
+    to_native_named(v, None).0
 }
 
-/// Legacy names are free text ("new customer"); weir's are dotted
-/// `[a-z0-9_]` segments. Lowercase, and anything else becomes `_`.
-pub fn normalize_name(name: &str) -> String {
-    let s: String = name
-        .trim()
-        .chars()
-        .map(|c| match c.to_ascii_lowercase() {
-            c @ ('a'..='z' | '0'..='9' | '_' | '.') => c,
-            _ => '_',
-        })
-        .collect();
-    s.split('.')
-        .map(|seg| seg.trim_matches('_'))
-        .collect::<Vec<_>>()
-        .join(".")
+/// The native form of `v` read as `shape` (detected when `None`: weir's
+/// own routes take any shape, a legacy route only its own), and where each
+/// of its fields came from, so a validation error can name the field the
+/// client sent.
+pub fn to_native_named(v: Value, shape: Option<Shape>) -> (Value, ClientNames) {
+    let shape = shape.unwrap_or_else(|| detect(&v));
+    let mut names = ClientNames::default();
+    let Value::Object(o) = v else {
+        return (v, names);
+    };
+    let native = match shape {
+        Shape::Native => Value::Object(o),
+        Shape::EventStream => event_stream(o, &mut names),
+        Shape::EventService => event_service(o, &mut names),
+        Shape::FirstParty => first_party(o, &mut names),
+        Shape::Logeater => logeater(o, &mut names),
+    };
+    (native, names)
+}
+
+/// Which native field each client field became, recorded as the mapping
+/// moves them: `/api/write` without `event_name` is refused as
+/// `event_name: is required`, not as weir's `name`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ClientNames(Vec<(String, String)>);
+
+impl ClientNames {
+    /// Records that the client's `client` path became `native`.
+    pub fn note(&mut self, native: impl Into<String>, client: impl Into<String>) {
+        let (native, client) = (native.into(), client.into());
+        if native != client {
+            self.0.push((native, client));
+        }
+    }
+
+    /// A validation error's field path, in the client's names: the longest
+    /// recorded native path it starts with is replaced by the client's.
+    pub fn client_field(&self, field: &str) -> String {
+        let within = |prefix: &str| {
+            field
+                .strip_prefix(prefix)
+                .filter(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+        };
+        self.0
+            .iter()
+            .filter_map(|(native, client)| within(native).map(|rest| (native.len(), client, rest)))
+            .max_by_key(|(len, _, _)| *len)
+            .map_or_else(
+                || field.to_string(),
+                |(_, client, rest)| format!("{client}{rest}"),
+            )
+    }
 }
 
 /// Epoch numbers come in seconds, milliseconds or microseconds; weir uses
@@ -103,7 +133,12 @@ fn string_name(v: Option<Value>) -> Option<Value> {
 }
 
 /// A native event map holding the legacy name under `key`, normalised.
-fn named(o: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
+fn named(o: &mut Map<String, Value>, key: &str, names: &mut ClientNames) -> Map<String, Value> {
+    // A native `name` on a legacy route stays (see `e.extend(o)` in each
+    // mapping), and so is named as sent.
+    if !o.contains_key("name") {
+        names.note("name", key);
+    }
     let mut e = Map::new();
     e.insert(
         "name".into(),
@@ -112,10 +147,18 @@ fn named(o: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
     e
 }
 
-/// Moves each non-null `from` field of `src` to `to` in `dst`.
-fn carry(src: &mut Map<String, Value>, dst: &mut Map<String, Value>, renames: &[(&str, &str)]) {
+/// Moves each non-null `from` field of `src` to `to` in `dst`, noting the
+/// move under the paths of `src` (`at.0`) and `dst` (`at.1`).
+fn carry(
+    src: &mut Map<String, Value>,
+    dst: &mut Map<String, Value>,
+    renames: &[(&str, &str)],
+    names: &mut ClientNames,
+    at: (&str, &str),
+) {
     for (from, to) in renames {
         if let Some(v) = take(src, from) {
+            names.note(format!("{}{to}", at.1), format!("{}{from}", at.0));
             dst.insert(to.to_string(), v);
         }
     }
@@ -148,8 +191,11 @@ fn params(v: Option<Value>) -> Value {
     Value::Object(out)
 }
 
-fn event_stream(mut o: Map<String, Value>) -> Value {
-    let mut e = named(&mut o, "name");
+fn event_stream(mut o: Map<String, Value>, names: &mut ClientNames) -> Value {
+    let mut e = named(&mut o, "name", names);
+    if o.contains_key("event_params") {
+        names.note("properties", "event_params");
+    }
     let mut props = match params(take(&mut o, "event_params")) {
         Value::Object(m) => m,
         Value::Null => Map::new(),
@@ -169,20 +215,25 @@ fn event_stream(mut o: Map<String, Value>) -> Value {
             ("channel_type", "channel"),
             ("session_id", "session_id"),
         ],
+        names,
+        ("", ""),
     );
     match (take(&mut o, "timestamp"), take(&mut o, "date")) {
         (Some(ts), _) => {
             e.insert("timestamp".into(), epoch_to_ms(&ts));
         }
         (None, Some(date)) => {
+            names.note("timestamp", "date");
             e.insert("timestamp".into(), date);
         }
         (None, None) => {}
     }
     if let Some(prev) = take(&mut o, "previous_timestamp") {
+        names.note("properties.previous_timestamp", "previous_timestamp");
         props.insert("previous_timestamp".into(), epoch_to_ms(&prev));
     }
     if let Some(up) = take(&mut o, "user_params") {
+        names.note("user_properties", "user_params");
         e.insert("user_properties".into(), params(Some(up)));
     }
     let mut context = Map::new();
@@ -200,20 +251,26 @@ fn event_stream(mut o: Map<String, Value>) -> Value {
                 ("browser_name", "browser"),
                 ("browser_version", "browser_version"),
             ],
+            names,
+            ("device.", "context.device."),
         );
         if let Some(lang) = take(&mut d, "language") {
+            names.note("context.locale", "device.language");
             context.insert("locale".into(), lang);
         }
         if let Some(host) = take(&mut d, "hostname") {
+            names.note("properties.hostname", "device.hostname");
             props.insert("hostname".into(), host);
         }
         // Anything else on the device is kept, so nothing is silently dropped.
         for (k, v) in d {
+            names.note(format!("properties.device_{k}"), format!("device.{k}"));
             props.insert(format!("device_{k}"), v);
         }
         context.insert("device".into(), Value::Object(device));
     }
     if let Some(app) = take(&mut o, "app_info") {
+        names.note("context.app", "app_info");
         context.insert("app".into(), app);
     }
     if !context.is_empty() {
@@ -222,11 +279,13 @@ fn event_stream(mut o: Map<String, Value>) -> Value {
     if let Some(Value::Array(items)) = take(&mut o, "items") {
         let items: Vec<Value> = items
             .into_iter()
-            .map(|it| match it {
+            .enumerate()
+            .map(|(i, it)| match it {
                 Value::Object(mut it) => {
                     let usd = it.contains_key("price_in_usd") || it.contains_key("revenue_in_usd");
                     for (from, to) in [("price_in_usd", "price"), ("revenue_in_usd", "revenue")] {
                         if let Some(v) = it.remove(from) {
+                            names.note(format!("items[{i}].{to}"), format!("items[{i}].{from}"));
                             it.insert(to.into(), v);
                         }
                     }
@@ -248,12 +307,14 @@ fn event_stream(mut o: Map<String, Value>) -> Value {
     Value::Object(e)
 }
 
-fn event_service(mut o: Map<String, Value>) -> Value {
-    let mut e = named(&mut o, "event_name");
+fn event_service(mut o: Map<String, Value>, names: &mut ClientNames) -> Value {
+    let mut e = named(&mut o, "event_name", names);
     carry(
         &mut o,
         &mut e,
         &[("description", "description"), ("created_at", "timestamp")],
+        names,
+        ("", ""),
     );
     if let Some(c) = take(&mut o, "customer_id") {
         e.insert(
@@ -269,25 +330,18 @@ fn event_service(mut o: Map<String, Value>) -> Value {
     Value::Object(e)
 }
 
-fn first_party(mut o: Map<String, Value>) -> Value {
-    let mut e = named(&mut o, "event");
+fn first_party(mut o: Map<String, Value>, names: &mut ClientNames) -> Value {
+    let mut e = named(&mut o, "event", names);
     if let Some(url) = take(&mut o, "url") {
+        names.note("context.url", "url");
         e.insert("context".into(), json!({ "url": url }));
     }
     e.extend(o);
     Value::Object(e)
 }
 
-/// Maps a logeater entry whatever fields it has (the gRPC API knows its shape).
-pub fn from_logeater(v: Value) -> Value {
-    match v {
-        Value::Object(o) => logeater(o),
-        other => other,
-    }
-}
-
-fn logeater(mut o: Map<String, Value>) -> Value {
-    let mut e = named(&mut o, "type");
+fn logeater(mut o: Map<String, Value>, names: &mut ClientNames) -> Value {
+    let mut e = named(&mut o, "type", names);
     if let Some(ts) = take(&mut o, "timestamp") {
         e.insert("timestamp".into(), epoch_to_ms(&ts));
     }
@@ -295,8 +349,11 @@ fn logeater(mut o: Map<String, Value>) -> Value {
         &mut o,
         &mut e,
         &[("service", "service"), ("user_id", "user_id")],
+        names,
+        ("", ""),
     );
     if let Some(details) = take(&mut o, "details") {
+        names.note("properties", "details");
         e.insert("properties".into(), flatten_details(details));
     }
     e.extend(o);
@@ -408,6 +465,50 @@ mod tests {
         assert_eq!(e.description.as_deref(), Some("account was created"));
         assert_eq!(e.customer_id.as_deref(), Some("18"));
         assert_eq!(e.timestamp, 1_699_997_546_498);
+    }
+
+    /// The fields a legacy event's validation errors name, sorted.
+    fn error_fields(v: Value) -> Vec<String> {
+        let (native, names) = to_native_named(v, None);
+        let mut fields: Vec<String> = to_event(&native, NOW, "t", &Limits::default())
+            .unwrap_err()
+            .iter()
+            .map(|e| names.client_field(&e.field))
+            .collect();
+        fields.sort();
+        fields
+    }
+
+    #[test]
+    fn errors_name_the_clients_own_fields() {
+        assert_eq!(
+            error_fields(json!({"event_name": null, "description": "d", "created_at": "soon"})),
+            ["created_at", "event_name"]
+        );
+        assert_eq!(
+            error_fields(
+                json!({"name": "a", "channel_type": "fridge", "date": "soon",
+                                "device": {"operating_system": 7}, "user_pseudo_id": 5,
+                                "items": [{"price_in_usd": "x"}]})
+            ),
+            [
+                "channel_type",
+                "date",
+                "device.operating_system",
+                "items[0].price_in_usd",
+                "user_pseudo_id",
+            ]
+        );
+        assert_eq!(
+            error_fields(json!({"event": 3, "url": 4})),
+            ["event", "url"]
+        );
+        assert_eq!(
+            error_fields(json!({"type": "", "service": "s", "timestamp": "x"})),
+            ["timestamp", "type"]
+        );
+        // A native event's fields are its own.
+        assert_eq!(error_fields(json!({"name": 1})), ["name"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! `RESOURCE_EXHAUSTED`), never a silent drop.
 
 use crate::admission::{Admission, Refusal};
+use crate::compat::Shape;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -87,18 +88,11 @@ impl GrpcApi {
         let n = entries.len();
         let items = entries
             .into_iter()
-            .map(|entry| {
-                // A logeater entry always has `type` and `service`, so the mapping always applies.
-                let mut v = entry_json(entry);
-                if v["service"].is_null() {
-                    v["service"] = json!("");
-                }
-                (None, Ok(v))
-            })
+            .map(|entry| (None, Ok(entry_json(entry))))
             .collect();
         let outcome = self
             .admission
-            .batch(tenant, traceparent.as_deref(), items)
+            .batch(tenant, traceparent.as_deref(), Some(Shape::Logeater), items)
             .await;
         let mut results = vec![EventResponse::default(); n];
         let (accepted, rejected) = match outcome {

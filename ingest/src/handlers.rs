@@ -6,6 +6,7 @@
 //! `answers`.
 
 use crate::admission::{Admission, BatchItem, BatchOutcome};
+use crate::compat::Shape;
 use crate::wire::{
     Accepted, AcceptedEntry, BatchAnswer, EventServiceAnswer, EventServiceLog, EventStreamAccepted,
     EventStreamBatchAnswer,
@@ -39,6 +40,18 @@ pub enum Style {
     EventStream,
     /// event-service: `{"log": {...}}`.
     EventService,
+}
+
+impl Style {
+    /// The payload shape a route reads: a legacy route only its system's,
+    /// weir's own routes any (detected per event).
+    fn shape(self) -> Option<Shape> {
+        match self {
+            Style::Weir => None,
+            Style::EventStream => Some(Shape::EventStream),
+            Style::EventService => Some(Shape::EventService),
+        }
+    }
 }
 
 /// Who sent a request: the write key's tenant, and the trace context that
@@ -106,7 +119,12 @@ pub async fn single(
     let v = strict_json::json(&bytes).map_err(IntoResponse::into_response)?;
     let a = state
         .admission
-        .one(&caller.tenant, caller.traceparent.as_deref(), v)
+        .one(
+            &caller.tenant,
+            caller.traceparent.as_deref(),
+            style.shape(),
+            v,
+        )
         .await
         .map_err(IntoResponse::into_response)?;
     let event_id = a.event.event_id.clone();
@@ -122,7 +140,11 @@ pub async fn single(
                 created_at: weir_core::event::ms_to_rfc3339(a.event.timestamp),
                 event_name: a.event.name,
                 description: a.event.description,
-                customer_id: a.event.customer_id,
+                customer_id: a
+                    .event
+                    .customer_id
+                    .as_deref()
+                    .map(weir_core::event::legacy_customer_id),
             },
         }),
     })
@@ -192,7 +214,12 @@ async fn publish_batch(
         rejected,
     } = state
         .admission
-        .batch(&caller.tenant, caller.traceparent.as_deref(), items)
+        .batch(
+            &caller.tenant,
+            caller.traceparent.as_deref(),
+            style.shape(),
+            items,
+        )
         .await
         .map_err(IntoResponse::into_response)?;
     Ok(match style {

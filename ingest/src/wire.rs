@@ -128,7 +128,9 @@ pub struct EventServiceLog {
     pub description: Option<String>,
     /// RFC 3339.
     pub created_at: Option<String>,
-    pub customer_id: Option<String>,
+    /// A number when it is an integer, as event-service answered.
+    #[schema(value_type = Option<i64>)]
+    pub customer_id: Option<serde_json::Value>,
 }
 
 /// Every error answer: `{"error": {...}}`.

@@ -129,6 +129,9 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
         ("from=yesterday", "from"),
         ("from=2000&to=1000", "to"),
         ("name=", "name"),
+        // A filter typo is an error, not every event.
+        ("event_name=cart.add", "event_name"),
+        ("name=cart.add&name=page_view", "name"),
     ] {
         let (s, v) = get(aggregator, query).await;
         assert_eq!(s, 400, "{query}: {v}");
