@@ -5,6 +5,7 @@
 //! through the same validation as any event. `detect` tells the shapes apart
 //! by the fields only they use.
 
+pub use crate::client_names::ClientNames;
 use serde_json::{json, Map, Value};
 use weir_core::event::normalize_name;
 
@@ -19,6 +20,9 @@ pub enum Shape {
     FirstParty,
     /// `timestamp`, `service`, `type`, `user_id`, `details` (a JSON string).
     Logeater,
+    /// A Segment Tracking API message (`segment`): only on its own routes,
+    /// never detected.
+    Segment,
 }
 
 const EVENT_STREAM_ONLY: &[&str] = &[
@@ -71,42 +75,9 @@ pub fn to_native_named(v: Value, shape: Option<Shape>) -> (Value, ClientNames) {
         Shape::EventService => event_service(o, &mut names),
         Shape::FirstParty => first_party(o, &mut names),
         Shape::Logeater => logeater(o, &mut names),
+        Shape::Segment => crate::segment::to_native(o, &mut names),
     };
     (native, names)
-}
-
-/// Which native field each client field became, recorded as the mapping
-/// moves them: `/api/write` without `event_name` is refused as
-/// `event_name: is required`, not as weir's `name`.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct ClientNames(Vec<(String, String)>);
-
-impl ClientNames {
-    /// Records that the client's `client` path became `native`.
-    pub fn note(&mut self, native: impl Into<String>, client: impl Into<String>) {
-        let (native, client) = (native.into(), client.into());
-        if native != client {
-            self.0.push((native, client));
-        }
-    }
-
-    /// A validation error's field path, in the client's names: the longest
-    /// recorded native path it starts with is replaced by the client's.
-    pub fn client_field(&self, field: &str) -> String {
-        let within = |prefix: &str| {
-            field
-                .strip_prefix(prefix)
-                .filter(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
-        };
-        self.0
-            .iter()
-            .filter_map(|(native, client)| within(native).map(|rest| (native.len(), client, rest)))
-            .max_by_key(|(len, _, _)| *len)
-            .map_or_else(
-                || field.to_string(),
-                |(_, client, rest)| format!("{client}{rest}"),
-            )
-    }
 }
 
 /// Epoch numbers come in seconds, milliseconds or microseconds; weir uses

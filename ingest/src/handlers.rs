@@ -56,15 +56,15 @@ impl Style {
 
 /// Who sent a request: the write key's tenant, and the trace context that
 /// goes on the Kafka records.
-struct Caller {
-    tenant: String,
-    traceparent: Option<String>,
+pub(crate) struct Caller {
+    pub tenant: String,
+    pub traceparent: Option<String>,
 }
 
 /// Authenticates, checks the Content-Type, joins the caller's trace, and
 /// reads the body. A refused request's body is drained, so the connection
 /// stays usable.
-async fn accept(
+pub(crate) async fn accept(
     state: &HttpState,
     query: Option<&str>,
     headers: &HeaderMap,

@@ -28,6 +28,13 @@ fn routed() -> OpenApiRouter<Arc<HttpState>> {
         .routes(routes!(post_event_stream_batch))
         .routes(routes!(post_event_service))
         .routes(routes!(get_snippet))
+        .routes(routes!(crate::segment_routes::track))
+        .routes(routes!(crate::segment_routes::identify))
+        .routes(routes!(crate::segment_routes::page))
+        .routes(routes!(crate::segment_routes::screen))
+        .routes(routes!(crate::segment_routes::group))
+        .routes(routes!(crate::segment_routes::alias))
+        .routes(routes!(crate::segment_routes::batch))
 }
 
 /// The paths events are POSTed to, read from the spec: what the fuzz
