@@ -24,7 +24,8 @@ pub struct MetricsParams {
     to: Option<String>,
     /// Only this tenant's events (a read key is bound to its own tenant anyway).
     tenant: Option<String>,
-    /// `channel`, `name`, `namespace`, `minute`, `hour`, `day` or `property:<key>`.
+    /// `channel`, `name`, `namespace`, `minute`, `hour`, `day`, `property:<key>`, or
+    /// `trait:<key>` (the user's latest trait from Segment identify, or `trait:group_id`).
     group_by: Option<String>,
 }
 
@@ -61,6 +62,8 @@ pub struct GroupAnswer {
 pub(crate) enum Grouping {
     Counts(&'static str),
     Property(String),
+    /// The latest value of a user trait (Segment identify or group).
+    Trait(String),
 }
 
 /// The per-minute bucket: the one grouping the hourly rollup cannot serve.
@@ -76,12 +79,13 @@ pub(crate) fn grouping(g: &str) -> Result<Grouping, String> {
             Grouping::Counts("formatDateTime(toStartOfHour(window_start), '%Y-%m-%dT%H:00:00Z')")
         }
         "day" => Grouping::Counts("toString(toDate(window_start))"),
-        _ => match g.strip_prefix("property:") {
-            Some(key) if !key.is_empty() => Grouping::Property(key.to_string()),
+        _ => match (g.strip_prefix("property:"), g.strip_prefix("trait:")) {
+            (Some(key), _) if !key.is_empty() => Grouping::Property(key.to_string()),
+            (_, Some(key)) if !key.is_empty() => Grouping::Trait(key.to_string()),
             _ => {
-                return Err(
-                    "must be channel, name, namespace, minute, hour, day or property:<key>".into(),
-                )
+                return Err("must be channel, name, namespace, minute, hour, day, \
+                            property:<key> or trait:<key>"
+                    .into())
             }
         },
     })
@@ -203,18 +207,33 @@ pub(crate) async fn measure(
             }
             Ok(m)
         }
-        // The per-minute table has no properties: these come from the events
-        // themselves, over the same range of event time; the totals from the
-        // counts as above.
-        Some(Grouping::Property(key)) => {
+        // The per-minute table has no properties or traits: these come from
+        // the events themselves, over the same range of event time; the
+        // totals from the counts as above. A user without the trait is in
+        // the group "".
+        Some(g @ (Grouping::Property(key) | Grouping::Trait(key))) => {
             let t = scope.totals(client).await.map_err(unavailable)?;
-            let sql = format!(
-                "SELECT properties[{{key:String}}] AS group_key, count() AS total_count, \
-                        toUInt64(uniqExact(coalesce(user_id, anonymous_id))) AS unique_user_count \
-                 FROM events FINAL WHERE {} \
-                 GROUP BY group_key ORDER BY group_key",
-                scope.where_sql().replace("window_start", "timestamp")
-            );
+            let range = scope.where_sql().replace("window_start", "timestamp");
+            let sql = if matches!(g, Grouping::Property(_)) {
+                format!(
+                    "SELECT properties[{{key:String}}] AS group_key, count() AS total_count, \
+                            toUInt64(uniqExact(coalesce(user_id, anonymous_id))) AS unique_user_count \
+                     FROM events FINAL WHERE {range} \
+                     GROUP BY group_key ORDER BY group_key"
+                )
+            } else {
+                format!(
+                    "SELECT t.value AS group_key, count() AS total_count, \
+                            toUInt64(uniqExact(e.uid)) AS unique_user_count \
+                     FROM (SELECT tenant, coalesce(user_id, anonymous_id) AS uid \
+                           FROM events FINAL WHERE {range}) AS e \
+                     LEFT JOIN (SELECT tenant, user_id AS uid, argMax(value, updated_at) AS value \
+                                FROM user_traits WHERE key = {{key:String}} \
+                                GROUP BY tenant, uid) AS t \
+                     ON e.tenant = t.tenant AND e.uid = t.uid \
+                     GROUP BY group_key ORDER BY group_key"
+                )
+            };
             let groups = scope
                 .bind(client.query(&sql))
                 .param("key", key)
@@ -244,10 +263,11 @@ mod tests {
             "hour",
             "day",
             "property:plan",
+            "trait:plan",
         ] {
             assert!(grouping(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "week", "property:", "name; DROP TABLE events"] {
+        for bad in ["", "week", "property:", "trait:", "name; DROP TABLE events"] {
             assert!(grouping(bad).is_err(), "{bad}");
         }
     }

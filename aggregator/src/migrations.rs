@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "late_lane",
         include_str!("../migrations/0005_late_lane.sql"),
     ),
+    (
+        6,
+        "identities",
+        include_str!("../migrations/0006_identities.sql"),
+    ),
 ];
 
 pub async fn apply(client: &Client, namespaces: &[NamespaceTable]) -> anyhow::Result<()> {

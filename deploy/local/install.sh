@@ -26,6 +26,9 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 # Debian's Chromium runs the browser snippet's test.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# Node and npm run Segment's Node SDK in the Segment API's tests.
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -43,6 +46,25 @@ if ! "$PY_VENV/bin/python" -c 'import chdb, lz4.frame, clickhouse_cityhash' 2>/d
   rm -rf "$PY_VENV"
   python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+# Segment's own SDKs, from PyPI and npm, pinned: the Segment API's tests
+# send through them (tests/segment/). Each in its own directory of the cache.
+SEGMENT_PY_VERSION=2.4.0
+SEGMENT_NODE_VERSION=3.1.0
+SEG_VENV="$TOOLS/venv-segment"
+if [ "$("$SEG_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("segment-analytics-python"))' 2>/dev/null)" != "$SEGMENT_PY_VERSION" ]; then
+  log "pip: segment-analytics-python==$SEGMENT_PY_VERSION into $SEG_VENV"
+  rm -rf "$SEG_VENV"
+  python3 -m venv "$SEG_VENV"
+  "$SEG_VENV/bin/pip" install -q --disable-pip-version-check "segment-analytics-python==$SEGMENT_PY_VERSION"
+fi
+SEG_NODE="$TOOLS/node-segment"
+if [ "$(node -p "require('$SEG_NODE/node_modules/@segment/analytics-node/package.json').version" 2>/dev/null)" != "$SEGMENT_NODE_VERSION" ]; then
+  log "npm: @segment/analytics-node@$SEGMENT_NODE_VERSION into $SEG_NODE"
+  rm -rf "$SEG_NODE"
+  mkdir -p "$SEG_NODE"
+  npm install --silent --no-audit --no-fund --prefix "$SEG_NODE" "@segment/analytics-node@$SEGMENT_NODE_VERSION" >/dev/null
 fi
 
 installed_version() { "$TOOLS/bin/$1" --version 2>/dev/null | awk '{print $2}'; }
