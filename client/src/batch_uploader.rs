@@ -375,6 +375,7 @@ async fn deliver(events: Vec<Queued>, shared: Arc<Shared>) {
             Err(SendError::Retryable {
                 reason,
                 retry_after,
+                ..
             }) => {
                 if started.elapsed() >= shared.config.max_retry_elapsed {
                     drop_all(&shared, &events, &format!("retries exhausted: {reason}"));

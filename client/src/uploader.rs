@@ -64,6 +64,8 @@ pub enum SendError {
     /// same events, no sooner than `retry_after`.
     #[error("retryable: {reason}")]
     Retryable {
+        /// The HTTP status, or `None` when there was no answer.
+        status: Option<u16>,
         reason: String,
         retry_after: Option<Duration>,
     },
@@ -116,6 +118,7 @@ impl Uploader {
             .send()
             .await
             .map_err(|e| SendError::Retryable {
+                status: None,
                 reason: format!("no answer: {e}"),
                 retry_after: None,
             })?;
@@ -138,6 +141,7 @@ impl Uploader {
                 || s.is_server_error() =>
             {
                 Err(SendError::Retryable {
+                    status: Some(s.as_u16()),
                     reason: message(&answer, status),
                     retry_after,
                 })

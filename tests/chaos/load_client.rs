@@ -3,11 +3,12 @@
 //! retried with the same event ids; every id ingest acknowledged goes into the
 //! [`Ledger`], the record the end of the run is judged against.
 
-use crate::load::{post_batch_once, BatchAttempt, Lcg};
+use crate::load::{events_of, post_batch_once, uploader, BatchAttempt, Lcg};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weir_client::{Outcome, Uploader};
 
 pub const NAMES: [&str; 3] = ["shop.view", "shop.cart_add", "shop.checkout"];
 
@@ -76,9 +77,7 @@ impl LoadPlan {
 
 /// Sends `plan.events` events and returns when all are acknowledged.
 pub async fn run(ingest: String, plan: LoadPlan, ledger: SharedLedger) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()?;
+    let client = uploader(&ingest, Duration::from_secs(15));
     let mut rng = Lcg::new(plan.seed);
     let interval = Duration::from_secs_f64(plan.batch as f64 / plan.rate);
     let mut recent: Vec<Value> = Vec::new();
@@ -124,7 +123,7 @@ pub async fn run(ingest: String, plan: LoadPlan, ledger: SharedLedger) -> anyhow
             made += 1;
             ledger.lock().unwrap().sent += 1;
         }
-        send(&client, &ingest, batch, kinds, &ledger).await?;
+        send(&client, batch, kinds, &ledger).await?;
     }
     Ok(())
 }
@@ -165,18 +164,17 @@ fn invalid(kind: &str, i: usize) -> Value {
 
 /// Posts one batch until ingest answers 202 and records the answer.
 async fn send(
-    client: &reqwest::Client,
-    ingest: &str,
+    client: &Uploader,
     batch: Vec<Value>,
     kinds: Vec<Option<usize>>,
     ledger: &SharedLedger,
 ) -> anyhow::Result<()> {
-    let body = json!({ "events": batch });
+    let events = events_of(&batch);
     let started = Instant::now();
-    let answer: Value = loop {
+    let results = loop {
         ledger.lock().unwrap().requests += 1;
-        match post_batch_once(client, ingest, body.to_string()).await? {
-            BatchAttempt::Accepted(answer) => break answer,
+        match post_batch_once(client, &events).await? {
+            BatchAttempt::Answered(results) => break results,
             BatchAttempt::ServerError(_) => ledger.lock().unwrap().retries_5xx += 1,
             BatchAttempt::Transport(_) => ledger.lock().unwrap().retries_transport += 1,
         }
@@ -189,54 +187,56 @@ async fn send(
     let mut l = ledger.lock().unwrap();
     l.batch_ms.push(started.elapsed().as_secs_f64() * 1e3);
     l.last_ack = Some(Instant::now());
-    for a in answer["accepted"].as_array().into_iter().flatten() {
-        let index = a["index"].as_u64().unwrap_or(u64::MAX) as usize;
+    for (index, r) in results.into_iter().enumerate() {
         let e = &batch[index];
-        anyhow::ensure!(
-            kinds[index].is_none(),
-            "ingest accepted an invalid event: {e}"
-        );
-        let id = e["event_id"].as_str().unwrap_or_default().to_string();
-        if l.acked.contains_key(&id) {
-            continue;
+        match r.outcome {
+            Outcome::Accepted { .. } => {
+                anyhow::ensure!(
+                    kinds[index].is_none(),
+                    "ingest accepted an invalid event: {e}"
+                );
+                let id = r.event_id;
+                if l.acked.contains_key(&id) {
+                    continue;
+                }
+                let fate = if e["properties"]["fate"] == "TooLate" {
+                    Fate::TooLate
+                } else {
+                    Fate::OnTime
+                };
+                let name = NAMES
+                    .into_iter()
+                    .find(|n| e["name"] == *n)
+                    .unwrap_or(NAMES[0]);
+                let user = e["user_id"].as_str().unwrap_or_default().to_string();
+                l.acked.insert(id, Entry { name, user, fate });
+            }
+            Outcome::Rejected { message } => {
+                let Some(k) = kinds[index] else {
+                    anyhow::bail!("ingest rejected a valid event: {e}: {message}");
+                };
+                // "field: reason"; the reason is what the report shows.
+                let field = message.split(':').next().unwrap_or_default().to_string();
+                let entry = l
+                    .rejected
+                    .entry((INVALID[k].0.to_string(), field))
+                    .or_insert((0, message.clone()));
+                entry.0 += 1;
+            }
+            Outcome::Dropped { reason } => anyhow::bail!("{}: dropped: {reason}", r.event_id),
         }
-        let fate = if e["properties"]["fate"] == "TooLate" {
-            Fate::TooLate
-        } else {
-            Fate::OnTime
-        };
-        let name = NAMES
-            .into_iter()
-            .find(|n| e["name"] == *n)
-            .unwrap_or(NAMES[0]);
-        let user = e["user_id"].as_str().unwrap_or_default().to_string();
-        l.acked.insert(id, Entry { name, user, fate });
-    }
-    for r in answer["rejected"].as_array().into_iter().flatten() {
-        let index = r["index"].as_u64().unwrap_or(u64::MAX) as usize;
-        let Some(Some(k)) = kinds.get(index) else {
-            anyhow::bail!("ingest rejected a valid event: {r}");
-        };
-        let field = r["fields"][0]["field"].as_str().unwrap_or_default();
-        let entry = l
-            .rejected
-            .entry((INVALID[*k].0.to_string(), field.to_string()))
-            .or_insert((0, r["message"].as_str().unwrap_or_default().to_string()));
-        entry.0 += 1;
     }
     Ok(())
 }
 
 /// Posts one event (a recovery probe) until acknowledged, into the ledger.
 pub async fn probe(ingest: &str, id: &str, ledger: &SharedLedger) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()?;
+    let client = uploader(ingest, Duration::from_secs(15));
     let e = json!({
         "event_id": id, "name": NAMES[0], "user_id": "user-probe",
         "timestamp": crate::load::now_ms(), "channel": "web",
         "properties": {"fate": "OnTime"},
     });
     ledger.lock().unwrap().sent += 1;
-    send(&client, ingest, vec![e], vec![None], ledger).await
+    send(&client, vec![e], vec![None], ledger).await
 }

@@ -5,7 +5,11 @@ use rdkafka::message::{Headers, Message};
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use weir_client::{
+    BatchConfig, BatchUploader, ClientConfig, Event, EventResult, Outcome, SendError, Uploader,
+};
 
 /// The write key the test stacks configure, and its tenant.
 pub const WRITE_KEY: &str = "test-write-key-1";
@@ -129,74 +133,79 @@ pub fn plan(seed: u64, total: usize, dup_pct: usize, late_pct: usize, users: usi
 
 /// What one POST of a batch to ingest got.
 pub enum BatchAttempt {
-    /// 202, with ingest's answer (`accepted`, `rejected`).
-    Accepted(Value),
-    /// A 5xx or a 429: retry with the same ids.
-    ServerError(reqwest::StatusCode),
+    /// ingest answered for each event, in the batch's order.
+    Answered(Vec<EventResult>),
+    /// A 5xx, 429 or 408: retry with the same ids.
+    ServerError(u16),
     /// No answer (refused, cut or timed out): retry with the same ids.
-    Transport(reqwest::Error),
+    Transport(String),
 }
 
-/// POSTs one `{"events": [...]}` body (JSON, as a value or already written)
-/// to ingest's batch route: the one load client every test, bench, soak and
-/// chaos run posts through. Any other answer (a 4xx but 429) is an error:
-/// retrying the same body cannot help.
+/// The client library's `Uploader` for ingest at `ingest` with the test
+/// write key: the one load client every test, bench, soak and chaos run
+/// posts through.
+pub fn uploader(ingest: &str, timeout: Duration) -> Uploader {
+    let mut config = ClientConfig::new(ingest, WRITE_KEY);
+    config.timeout = timeout;
+    Uploader::new(config).expect("an HTTP client")
+}
+
+/// Events as the client library takes them (each keeps its `event_id`).
+pub fn events_of(values: &[Value]) -> Vec<Event> {
+    values
+        .iter()
+        .map(|v| Event::from_json(v.clone()).expect("events are JSON objects"))
+        .collect()
+}
+
+/// POSTs one batch through `uploader`. A refusal of the whole request
+/// (other than 5xx, 429, 408) is an error: retrying cannot help.
 pub async fn post_batch_once(
-    client: &reqwest::Client,
-    ingest: &str,
-    body: impl Into<reqwest::Body>,
+    uploader: &Uploader,
+    events: &[Event],
 ) -> anyhow::Result<BatchAttempt> {
-    let result = client
-        .post(format!("{ingest}/v1/events/batch"))
-        .bearer_auth(WRITE_KEY)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await;
-    Ok(match result {
-        Ok(r) if r.status().as_u16() == 202 => BatchAttempt::Accepted(r.json().await?),
-        Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
-            BatchAttempt::ServerError(r.status())
-        }
-        Err(e) => BatchAttempt::Transport(e),
-        Ok(r) => anyhow::bail!(
-            "ingest refused a batch: {} {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        ),
+    Ok(match uploader.send(events).await {
+        Ok(results) => BatchAttempt::Answered(results),
+        Err(SendError::Retryable {
+            status: Some(s), ..
+        }) => BatchAttempt::ServerError(s),
+        Err(SendError::Retryable { reason, .. }) => BatchAttempt::Transport(reason),
+        Err(e) => anyhow::bail!("ingest refused a batch: {e}"),
     })
 }
 
-/// Posts `events` in batches to ingest, retrying a batch on 5xx or a
-/// transport error with the same event ids. Returns the accepted ids.
+/// Posts `events` to ingest through the client library's `BatchUploader`
+/// (batches of `batch`, retried with the same ids until answered). Returns
+/// the accepted ids; any rejected or dropped event is an error.
 pub async fn post_batches(
     ingest: &str,
     events: &[Value],
     batch: usize,
 ) -> anyhow::Result<BTreeSet<String>> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let o = outcomes.clone();
+    let config = BatchConfig {
+        max_batch_events: batch,
+        flush_interval: Duration::from_millis(100),
+        max_retry_elapsed: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let up = BatchUploader::new(
+        ClientConfig::new(ingest, WRITE_KEY),
+        config,
+        Some(Box::new(move |r| o.lock().unwrap().push(r.clone()))),
+    )?;
+    for e in events_of(events) {
+        up.send(e).await?;
+    }
+    up.close(Duration::from_secs(600)).await?;
     let mut acked = BTreeSet::new();
-    for chunk in events.chunks(batch) {
-        let body = json!({ "events": chunk });
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match post_batch_once(&client, ingest, body.to_string()).await? {
-                BatchAttempt::Accepted(v) => {
-                    let rejected = v["rejected"].as_array().map_or(0, Vec::len);
-                    anyhow::ensure!(rejected == 0, "unexpected rejections: {v}");
-                    for a in v["accepted"].as_array().into_iter().flatten() {
-                        acked.insert(a["event_id"].as_str().unwrap_or_default().to_string());
-                    }
-                    break;
-                }
-                _ if attempts < 30 => {}
-                BatchAttempt::ServerError(status) => anyhow::bail!("batch failed: {status}"),
-                BatchAttempt::Transport(e) => anyhow::bail!("batch failed: {e}"),
+    for r in outcomes.lock().unwrap().drain(..) {
+        match r.outcome {
+            Outcome::Accepted { .. } => {
+                acked.insert(r.event_id);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            other => anyhow::bail!("{}: {other:?}", r.event_id),
         }
     }
     Ok(acked)

@@ -2,11 +2,12 @@
 //! ingest at a steady rate, retried with the same ids until acknowledged,
 //! with the counts and latencies the samples report.
 
-use crate::load::{now_ms, post_batch_once, BatchAttempt, Lcg, NAMES};
+use crate::load::{events_of, now_ms, post_batch_once, BatchAttempt, Lcg, NAMES};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use weir_client::{Outcome, Uploader};
 
 /// Batches in flight at most; past it the client falls behind its schedule
 /// (and says so) instead of piling up requests.
@@ -15,9 +16,7 @@ const USERS: u64 = 5_000;
 
 /// The load client's counters, shared by its batch tasks.
 pub(super) struct Load {
-    pub(super) client: reqwest::Client,
-    /// ingest's base URL.
-    pub(super) url: String,
+    pub(super) client: Uploader,
     pub(super) batch: usize,
     pub(super) run: i64,
     pub(super) acked: AtomicU64,
@@ -59,16 +58,21 @@ impl Load {
     /// Posts batch `n` until ingest acknowledges it, retrying 5xx, 429 and
     /// transport errors with the same body (so the same ids).
     async fn send(&self, n: u64) {
-        let body = self.body(n);
+        let body: serde_json::Value =
+            serde_json::from_str(&self.body(n)).expect("the body is JSON");
+        let events = events_of(body["events"].as_array().expect("events"));
         loop {
             let t = Instant::now();
-            let retry = match post_batch_once(&self.client, &self.url, body.clone()).await {
-                Ok(BatchAttempt::Accepted(v)) => {
+            let retry = match post_batch_once(&self.client, &events).await {
+                Ok(BatchAttempt::Answered(results)) => {
                     let ms = t.elapsed().as_secs_f64() * 1e3;
-                    let accepted = v["accepted"].as_array().map_or(0, Vec::len);
-                    let rejected = v["rejected"].as_array().map_or(0, Vec::len);
+                    let accepted = results
+                        .iter()
+                        .filter(|r| matches!(r.outcome, Outcome::Accepted { .. }))
+                        .count();
+                    let rejected = results.len() - accepted;
                     if rejected > 0 {
-                        eprintln!("batch {n}: {rejected} events rejected: {}", v["rejected"]);
+                        eprintln!("batch {n}: {rejected} events rejected: {results:?}");
                     }
                     self.acked.fetch_add(accepted as u64, Ordering::Relaxed);
                     self.failed.fetch_add(rejected as u64, Ordering::Relaxed);
@@ -128,8 +132,7 @@ mod tests {
     #[test]
     fn a_batch_is_json_with_unique_ids() {
         let load = Load {
-            client: reqwest::Client::new(),
-            url: String::new(),
+            client: crate::load::uploader("http://127.0.0.1:9", Duration::from_secs(1)),
             batch: 5,
             run: 1,
             acked: AtomicU64::new(0),

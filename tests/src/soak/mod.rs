@@ -193,11 +193,7 @@ pub async fn run(a: Args) -> anyhow::Result<bool> {
     let started = Instant::now();
     let end = started + duration;
     let load = Arc::new(Load {
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(MAX_IN_FLIGHT)
-            .timeout(Duration::from_secs(40))
-            .build()?,
-        url: ingest.url(""),
+        client: crate::load::uploader(&ingest.url(""), Duration::from_secs(40)),
         batch: a.batch,
         run: now_ms(),
         acked: AtomicU64::new(0),
