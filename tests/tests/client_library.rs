@@ -12,11 +12,11 @@ use weir_tests::load::{now_ms, WRITE_KEY};
 use weir_tests::pipeline::{eventually_within, PipelineOptions};
 use weir_tests::Pipeline;
 
+/// Every outcome the hook heard, with its event id.
+type Heard = Arc<Mutex<Vec<(String, Outcome)>>>;
+
 /// A `BatchUploader` into `ingest` whose every outcome is kept by event id.
-fn uploader(
-    ingest: &str,
-    config: BatchConfig,
-) -> (BatchUploader, Arc<Mutex<Vec<(String, Outcome)>>>) {
+fn uploader(ingest: &str, config: BatchConfig) -> (BatchUploader, Heard) {
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let o = outcomes.clone();
     let up = BatchUploader::new(
