@@ -9,7 +9,7 @@
 //! it never grows.
 
 use crate::backoff::{jitter, Backoff};
-use crate::event::Event;
+use crate::event::{Encoded, Event};
 use crate::uploader::{ClientConfig, EventResult, Outcome, SendError, Uploader};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -136,7 +136,7 @@ impl Shared {
 
 /// An event and its place in the queue, freed when it is answered.
 struct Queued {
-    event: Event,
+    event: Encoded,
     _place: OwnedSemaphorePermit,
 }
 
@@ -197,7 +197,7 @@ impl BatchUploader {
         };
         self.tx
             .send(Command::Event(Queued {
-                event,
+                event: event.encode(),
                 _place: place,
             }))
             .map_err(|_| EnqueueError::Closed)?;
@@ -266,7 +266,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, shared: Arc<Shared>) {
         tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(Command::Event(q)) => {
-                    let len = q.event.wire_len();
+                    let len = q.event.len();
                     if !batch.is_empty() && bytes + len > cfg.max_batch_bytes {
                         dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
                     }
@@ -285,7 +285,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Command>, shared: Arc<Shared>) {
                     // Events sent before `close` are still in the channel.
                     while let Ok(cmd) = rx.try_recv() {
                         if let Command::Event(q) = cmd {
-                            bytes += q.event.wire_len();
+                            bytes += q.event.len();
                             batch.push(q);
                             if batch.len() >= cfg.max_batch_events {
                                 dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
@@ -337,7 +337,7 @@ async fn deliver(events: Vec<Queued>, shared: Arc<Shared>) {
     let mut pending = vec![events];
     let mut attempt = 0u32;
     while let Some(part) = pending.pop() {
-        let events: Vec<Event> = part.iter().map(|q| q.event.clone()).collect();
+        let events: Vec<&Encoded> = part.iter().map(|q| &q.event).collect();
         let n = events.len() as u64;
         if shared.abandon.is_cancelled() {
             drop_all(&shared, &events, "closed before ingest answered");
@@ -345,7 +345,7 @@ async fn deliver(events: Vec<Queued>, shared: Arc<Shared>) {
         }
         shared.counters.sent.fetch_add(n, Ordering::Relaxed);
         let answer = tokio::select! {
-            a = shared.uploader.send(&events) => a,
+            a = shared.uploader.send_encoded(&events) => a,
             _ = shared.abandon.cancelled() => {
                 drop_all(&shared, &events, "closed before ingest answered");
                 continue;
@@ -367,7 +367,7 @@ async fn deliver(events: Vec<Queued>, shared: Arc<Shared>) {
             Err(SendError::TooLarge(m) | SendError::Refused(m)) => {
                 for e in &events {
                     shared.report(EventResult {
-                        event_id: e.id().to_string(),
+                        event_id: e.id.clone(),
                         outcome: Outcome::Rejected { message: m.clone() },
                     });
                 }
@@ -395,10 +395,10 @@ async fn deliver(events: Vec<Queued>, shared: Arc<Shared>) {
     }
 }
 
-fn drop_all(shared: &Shared, events: &[Event], reason: &str) {
+fn drop_all(shared: &Shared, events: &[&Encoded], reason: &str) {
     for e in events {
         shared.report(EventResult {
-            event_id: e.id().to_string(),
+            event_id: e.id.clone(),
             outcome: Outcome::Dropped {
                 reason: reason.to_string(),
             },

@@ -61,18 +61,44 @@ impl Event {
         self
     }
 
-    /// The JSON sent, with `sent_at` when given.
-    pub(crate) fn to_wire(&self, sent_at: Option<i64>) -> Value {
-        let mut m = self.0.clone();
-        if let Some(t) = sent_at {
-            m.insert("sent_at".into(), json!(t));
-        }
-        Value::Object(m)
+    /// The event as JSON (without the `sent_at` each attempt stamps).
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.0.clone())
     }
 
-    /// Its size on the wire, near enough to bound a batch's bytes.
-    pub(crate) fn wire_len(&self) -> usize {
-        serde_json::to_vec(&self.0).map_or(0, |v| v.len()) + 1
+    /// The event written once, as it will be sent on every attempt.
+    pub(crate) fn encode(&self) -> Encoded {
+        Encoded {
+            id: self.id().to_string(),
+            json: serde_json::to_vec(&self.0).expect("JSON values serialise"),
+        }
+    }
+}
+
+/// An event's JSON, written when it is queued: a batch is these bytes
+/// joined, so a retry costs no serialisation and resends the same event.
+#[derive(Debug)]
+pub(crate) struct Encoded {
+    pub id: String,
+    pub json: Vec<u8>,
+}
+
+impl Encoded {
+    /// Appends the event to a batch body, with `"sent_at"` first when
+    /// given (the JSON is an object, so it opens with `{`).
+    pub fn write_to(&self, out: &mut Vec<u8>, sent_at: Option<i64>) {
+        match sent_at {
+            Some(t) => {
+                out.extend_from_slice(format!("{{\"sent_at\":{t},").as_bytes());
+                out.extend_from_slice(&self.json[1..]);
+            }
+            None => out.extend_from_slice(&self.json),
+        }
+    }
+
+    /// Its bytes in a batch body.
+    pub fn len(&self) -> usize {
+        self.json.len() + 1
     }
 }
 
@@ -85,12 +111,24 @@ mod tests {
         let e = Event::new("cart.add").user_id("u1").property("sku", "X1");
         let again = e.clone();
         assert_eq!(e.id(), again.id());
-        assert_eq!(e.to_wire(None)["properties"]["sku"], "X1");
+        assert_eq!(e.to_json()["properties"]["sku"], "X1");
         let given = Event::from_json(json!({"event_id": "e-1", "name": "a"})).unwrap();
         assert_eq!(given.id(), "e-1");
         let made = Event::from_json(json!({"name": "a"})).unwrap();
         assert_eq!(made.id().len(), 36);
         assert!(Event::from_json(json!([1])).is_none());
-        assert_eq!(made.to_wire(Some(5))["sent_at"], 5);
+        let mut out = vec![];
+        made.encode().write_to(&mut out, Some(5));
+        let wire: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (&wire["sent_at"], &wire["event_id"]),
+            (&json!(5), &json!(made.id()))
+        );
+        let mut out = vec![];
+        made.encode().write_to(&mut out, None);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            made.to_json()
+        );
     }
 }

@@ -4,9 +4,9 @@
 //! ids, so the caller retries them as they are. `BatchUploader` builds its
 //! queue and retries on it.
 
-use crate::event::Event;
+use crate::event::{Encoded, Event};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::Write;
 use std::time::Duration;
 
@@ -98,10 +98,25 @@ impl Uploader {
     /// POSTs `events` as one batch; on an answer, the outcome of each, in
     /// the order given.
     pub async fn send(&self, events: &[Event]) -> Result<Vec<EventResult>, SendError> {
+        let encoded: Vec<Encoded> = events.iter().map(Event::encode).collect();
+        self.send_encoded(&encoded.iter().collect::<Vec<_>>()).await
+    }
+
+    /// `send`, for events written when they were queued.
+    pub(crate) async fn send_encoded(
+        &self,
+        events: &[&Encoded],
+    ) -> Result<Vec<EventResult>, SendError> {
         let sent_at = self.config.stamp_sent_at.then(now_ms);
-        let body =
-            json!({ "events": events.iter().map(|e| e.to_wire(sent_at)).collect::<Vec<_>>() });
-        let mut bytes = serde_json::to_vec(&body).expect("JSON values serialise");
+        let mut bytes = Vec::with_capacity(events.iter().map(|e| e.len()).sum::<usize>() + 16);
+        bytes.extend_from_slice(b"{\"events\":[");
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                bytes.push(b',');
+            }
+            e.write_to(&mut bytes, sent_at);
+        }
+        bytes.extend_from_slice(b"]}");
         let mut req = self
             .http
             .post(format!("{}/v1/events/batch", self.config.endpoint))
@@ -160,11 +175,11 @@ fn message(answer: &Value, status: StatusCode) -> String {
 
 /// Per-event outcomes from an answer's `accepted` and `rejected` lists,
 /// which name events by their index in the request.
-fn results(events: &[Event], answer: &Value) -> Vec<EventResult> {
+fn results(events: &[&Encoded], answer: &Value) -> Vec<EventResult> {
     let mut out: Vec<EventResult> = events
         .iter()
         .map(|e| EventResult {
-            event_id: e.id().to_string(),
+            event_id: e.id.clone(),
             outcome: Outcome::Dropped {
                 reason: "ingest's answer did not mention this event".into(),
             },
@@ -207,17 +222,19 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn outcomes_follow_the_answers_indexes() {
-        let events = vec![Event::new("a"), Event::new("b"), Event::new("c")];
+        let events = [Event::new("a"), Event::new("b"), Event::new("c")];
         let answer = json!({
             "accepted": [{"index": 0, "event_id": events[0].id()},
                          {"index": 2, "event_id": events[2].id(),
                           "warnings": [{"field": "timestamp", "message": "is 30 h old"}]}],
             "rejected": [{"index": 1, "message": "name: is required"}],
         });
-        let r = results(&events, &answer);
+        let encoded: Vec<Encoded> = events.iter().map(Event::encode).collect();
+        let r = results(&encoded.iter().collect::<Vec<_>>(), &answer);
         assert_eq!(r[0].outcome, Outcome::Accepted { warnings: vec![] });
         assert_eq!(
             r[1].outcome,
