@@ -44,8 +44,9 @@ COPY core/Cargo.toml core/
 COPY ingest/Cargo.toml ingest/
 COPY processor/Cargo.toml processor/
 COPY aggregator/Cargo.toml aggregator/
+COPY client/Cargo.toml client/
 COPY tests/Cargo.toml tests/
-RUN for member in core ingest processor aggregator tests; do \
+RUN for member in core ingest processor aggregator client tests; do \
       mkdir -p "$member/src" && touch "$member/src/lib.rs"; \
     done \
  && cargo fetch --locked

@@ -158,6 +158,17 @@ async fn both_sdks_send_every_call_type_and_it_counts_exactly() {
     let v = metrics(&p, "name=nd_track&group_by=property:context.library.name").await;
     assert_eq!(groups(&v)[0].0, "@segment/analytics-node", "{v}");
 
+    // Segment traffic is counted by its shape, a documented metric: each
+    // SDK sent 20 calls and its tracks.
+    let text = p.ingest.metrics_text().await;
+    let segment: f64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"weir_ingest_legacy_events_total{shape="Segment"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no Segment shape in /metrics:\n{text}"));
+    assert_eq!(segment, (2 * (20 + TRACKS)) as f64);
+    assert!(weir_tests::docs::metric_names().contains("weir_ingest_legacy_events_total"));
+
     refusals_are_specific(&p.ingest).await;
 }
 

@@ -333,7 +333,7 @@ fn dockerignore_check_catches_broken_files() {
     );
     assert_finds(&dockerignore_problems("*\n"), "excludes Cargo.toml");
     assert!(dockerignore_problems(
-        "*\n!Cargo.*\n!core\n!ingest\n!processor\n!aggregator\n!tests\n"
+        "*\n!Cargo.*\n!core\n!ingest\n!processor\n!aggregator\n!client\n!tests\n"
     )
     .is_empty());
 }
