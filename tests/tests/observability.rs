@@ -232,7 +232,8 @@ async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
 async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggregator: &Stage) {
     // Traffic that makes the labelled counters appear: a rejected event, old
     // ones (flagged, and late once on-time events set every partition's
-    // watermark), a malformed request, an unauthorized query.
+    // watermark), a Segment message, a malformed request, an unauthorized
+    // query.
     let http = reqwest::Client::new();
     let now = weir_tests::load::now_ms();
     let day_ago = now - 2 * 86_400_000;
@@ -271,6 +272,15 @@ async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggr
         counted.is_some(),
         "the late lane counted none of the old events"
     );
+    // A Segment message: counted by its shape.
+    let r = http
+        .post(ingest.url("/v1/track"))
+        .bearer_auth(WRITE_KEY)
+        .json(&json!({"userId": "u1", "event": "Page View", "messageId": "seg-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let r = http
         .post(ingest.url("/v1/events"))
         .bearer_auth(WRITE_KEY)
