@@ -256,77 +256,86 @@ impl BatchUploader {
 /// The uploader's task: batches the queue and keeps `concurrency` requests
 /// in flight.
 async fn run(mut rx: mpsc::UnboundedReceiver<Command>, shared: Arc<Shared>) {
-    let cfg = shared.config.clone();
-    let mut batch: Vec<Queued> = vec![];
-    let mut bytes = 0usize;
-    let mut in_flight = JoinSet::new();
-    let mut tick = tokio::time::interval(cfg.flush_interval);
+    let mut tick = tokio::time::interval(shared.config.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut b = Batcher {
+        batch: vec![],
+        bytes: 0,
+        in_flight: JoinSet::new(),
+        shared,
+    };
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {
-                Some(Command::Event(q)) => {
-                    let len = q.event.len();
-                    if !batch.is_empty() && bytes + len > cfg.max_batch_bytes {
-                        dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
-                    }
-                    bytes += len;
-                    batch.push(q);
-                    if batch.len() >= cfg.max_batch_events {
-                        dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
-                    }
-                }
+                Some(Command::Event(q)) => b.add(q).await,
                 Some(Command::Flush(done)) => {
-                    dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
-                    while in_flight.join_next().await.is_some() {}
+                    b.drain().await;
                     let _ = done.send(());
                 }
                 Some(Command::Close(done)) => {
                     // Events sent before `close` are still in the channel.
                     while let Ok(cmd) = rx.try_recv() {
                         if let Command::Event(q) = cmd {
-                            bytes += q.event.len();
-                            batch.push(q);
-                            if batch.len() >= cfg.max_batch_events {
-                                dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
-                            }
+                            b.add(q).await;
                         }
                     }
-                    dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
-                    while in_flight.join_next().await.is_some() {}
+                    b.drain().await;
                     let _ = done.send(());
                     return;
                 }
                 None => {
-                    dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
-                    while in_flight.join_next().await.is_some() {}
+                    b.drain().await;
                     return;
                 }
             },
-            _ = tick.tick() => {
-                dispatch(&mut batch, &mut bytes, &mut in_flight, &shared).await;
-            }
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            _ = tick.tick() => b.dispatch().await,
+            Some(_) = b.in_flight.join_next(), if !b.in_flight.is_empty() => {}
         }
     }
 }
 
-/// Starts sending the batch, once a request slot is free.
-async fn dispatch(
-    batch: &mut Vec<Queued>,
-    bytes: &mut usize,
-    in_flight: &mut JoinSet<()>,
-    shared: &Arc<Shared>,
-) {
-    if batch.is_empty() {
-        return;
+/// The batch being filled and the requests in flight.
+struct Batcher {
+    batch: Vec<Queued>,
+    /// The batch's JSON bytes.
+    bytes: usize,
+    in_flight: JoinSet<()>,
+    shared: Arc<Shared>,
+}
+
+impl Batcher {
+    /// Adds an event, sending the batch first if the event would take it
+    /// past `max_batch_bytes`, and after if it is `max_batch_events` long.
+    async fn add(&mut self, q: Queued) {
+        let len = q.event.len();
+        if !self.batch.is_empty() && self.bytes + len > self.shared.config.max_batch_bytes {
+            self.dispatch().await;
+        }
+        self.bytes += len;
+        self.batch.push(q);
+        if self.batch.len() >= self.shared.config.max_batch_events {
+            self.dispatch().await;
+        }
     }
-    while in_flight.len() >= shared.config.concurrency.max(1) {
-        in_flight.join_next().await;
+
+    /// Starts sending the batch, once a request slot is free.
+    async fn dispatch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        while self.in_flight.len() >= self.shared.config.concurrency.max(1) {
+            self.in_flight.join_next().await;
+        }
+        let events = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        self.in_flight.spawn(deliver(events, self.shared.clone()));
     }
-    let events = std::mem::take(batch);
-    *bytes = 0;
-    in_flight.spawn(deliver(events, shared.clone()));
+
+    /// Sends the batch and waits until ingest answered for everything sent.
+    async fn drain(&mut self) {
+        self.dispatch().await;
+        while self.in_flight.join_next().await.is_some() {}
+    }
 }
 
 /// Sends one batch until ingest has answered for every event in it: a
