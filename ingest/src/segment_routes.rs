@@ -163,6 +163,27 @@ fn batch_items(v: Value) -> Result<Vec<BatchItem>, String> {
         .collect())
 }
 
+/// The refusals every one-message route documents.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // only documents the answers
+enum MessageRefusals {
+    /// Malformed JSON, or an invalid message, its field named
+    #[response(status = 400)]
+    BadRequest(ErrorAnswer),
+    /// No write key, or an unknown one
+    #[response(status = 401)]
+    Unauthorized(ErrorAnswer),
+    /// Over 32 KB
+    #[response(status = 413)]
+    TooLarge(ErrorAnswer),
+    /// The key's rate limit; see Retry-After
+    #[response(status = 429)]
+    RateLimited(ErrorAnswer),
+    /// Kafka is behind or unreachable; retry with the same messageId
+    #[response(status = 503)]
+    Unavailable(ErrorAnswer),
+}
+
 /// Send one `track` call: an event.
 #[utoipa::path(
     post, path = "/v1/track", tag = "segment",
@@ -171,11 +192,7 @@ fn batch_items(v: Value) -> Result<Vec<BatchItem>, String> {
                        `context`, `timestamp`, `messageId`. At most 32 KB."),
     responses(
         (status = 200, description = "Kafka has the event", body = SegmentAnswer),
-        (status = 400, description = "Malformed JSON, or an invalid message, its field named", body = ErrorAnswer),
-        (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
-        (status = 413, description = "Over 32 KB", body = ErrorAnswer),
-        (status = 429, description = "The key's rate limit; see Retry-After", body = ErrorAnswer),
-        (status = 503, description = "Kafka is behind or unreachable; retry with the same messageId", body = ErrorAnswer),
+        MessageRefusals,
     ),
     security(("basic" = []), ("bearer" = []), ("write_key_header" = []))
 )]
@@ -195,11 +212,7 @@ pub async fn track(
         description = "A Segment identify message: `userId` or `anonymousId`, `traits`."),
     responses(
         (status = 200, description = "Kafka has the call", body = SegmentAnswer),
-        (status = 400, description = "Malformed JSON, or an invalid message", body = ErrorAnswer),
-        (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
-        (status = 413, description = "Over 32 KB", body = ErrorAnswer),
-        (status = 429, description = "The key's rate limit", body = ErrorAnswer),
-        (status = 503, description = "Kafka is behind or unreachable", body = ErrorAnswer),
+        MessageRefusals,
     ),
     security(("basic" = []), ("bearer" = []), ("write_key_header" = []))
 )]
@@ -219,11 +232,7 @@ pub async fn identify(
         description = "A Segment page message: `name`, `category`, `properties`."),
     responses(
         (status = 200, description = "Kafka has the event", body = SegmentAnswer),
-        (status = 400, description = "Malformed JSON, or an invalid message", body = ErrorAnswer),
-        (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
-        (status = 413, description = "Over 32 KB", body = ErrorAnswer),
-        (status = 429, description = "The key's rate limit", body = ErrorAnswer),
-        (status = 503, description = "Kafka is behind or unreachable", body = ErrorAnswer),
+        MessageRefusals,
     ),
     security(("basic" = []), ("bearer" = []), ("write_key_header" = []))
 )]
@@ -243,11 +252,7 @@ pub async fn page(
         description = "A Segment screen message: `name`, `category`, `properties`."),
     responses(
         (status = 200, description = "Kafka has the event", body = SegmentAnswer),
-        (status = 400, description = "Malformed JSON, or an invalid message", body = ErrorAnswer),
-        (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
-        (status = 413, description = "Over 32 KB", body = ErrorAnswer),
-        (status = 429, description = "The key's rate limit", body = ErrorAnswer),
-        (status = 503, description = "Kafka is behind or unreachable", body = ErrorAnswer),
+        MessageRefusals,
     ),
     security(("basic" = []), ("bearer" = []), ("write_key_header" = []))
 )]
@@ -267,11 +272,7 @@ pub async fn screen(
         description = "A Segment group message: `groupId`, `traits`."),
     responses(
         (status = 200, description = "Kafka has the call", body = SegmentAnswer),
-        (status = 400, description = "Malformed JSON, or an invalid message", body = ErrorAnswer),
-        (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
-        (status = 413, description = "Over 32 KB", body = ErrorAnswer),
-        (status = 429, description = "The key's rate limit", body = ErrorAnswer),
-        (status = 503, description = "Kafka is behind or unreachable", body = ErrorAnswer),
+        MessageRefusals,
     ),
     security(("basic" = []), ("bearer" = []), ("write_key_header" = []))
 )]
@@ -291,11 +292,7 @@ pub async fn group(
         description = "A Segment alias message: `previousId`, `userId`."),
     responses(
         (status = 200, description = "Kafka has the call", body = SegmentAnswer),
-        (status = 400, description = "Malformed JSON, or an invalid message", body = ErrorAnswer),
-        (status = 401, description = "No write key, or an unknown one", body = ErrorAnswer),
-        (status = 413, description = "Over 32 KB", body = ErrorAnswer),
-        (status = 429, description = "The key's rate limit", body = ErrorAnswer),
-        (status = 503, description = "Kafka is behind or unreachable", body = ErrorAnswer),
+        MessageRefusals,
     ),
     security(("basic" = []), ("bearer" = []), ("write_key_header" = []))
 )]
