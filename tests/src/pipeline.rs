@@ -141,6 +141,23 @@ impl Pipeline {
     }
 }
 
+/// `(group_key, total_count, unique_user_count)` of a metrics answer's
+/// `grouped_metrics`, in its order.
+pub fn groups(v: &Value) -> Vec<(String, u64, u64)> {
+    v["grouped_metrics"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no groups: {v}"))
+        .iter()
+        .map(|g| {
+            (
+                g["group_key"].as_str().unwrap().to_string(),
+                g["total_count"].as_u64().unwrap(),
+                g["unique_user_count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// How long `eventually` waits: end-to-end answers on a loaded 2-core
 /// machine take seconds, rarely a minute.
 pub const EVENTUALLY: Duration = Duration::from_secs(180);

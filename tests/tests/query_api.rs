@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use weir_tests::load::{now_ms, urlencode, WRITE_KEY};
+use weir_tests::pipeline::groups;
 use weir_tests::{eventually, Pipeline, Stage};
 
 async fn get(aggregator: &Stage, query: &str) -> (u16, Value) {
@@ -181,20 +182,6 @@ async fn events_read_api_filters_sorts_pages_and_stays_inert() {
     // GET /v1/metrics?group_by=...: groups add up, each exact.
     let metrics =
         |query: String| async move { aggregator.query(&format!("/v1/metrics?{query}")).await };
-    let groups = |v: &Value| -> Vec<(String, u64, u64)> {
-        v["grouped_metrics"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no groups: {v}"))
-            .iter()
-            .map(|g| {
-                (
-                    g["group_key"].as_str().unwrap().to_string(),
-                    g["total_count"].as_u64().unwrap(),
-                    g["unique_user_count"].as_u64().unwrap(),
-                )
-            })
-            .collect()
-    };
     let cart = |f: &dyn Fn(i64) -> bool| (0..25).filter(|&i| i % 5 < 3 && f(i)).count() as u64;
     let (s, v) = metrics("name=cart.*&group_by=name".into()).await;
     assert_eq!(s, 200, "{v}");

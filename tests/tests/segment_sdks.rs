@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
 use weir_tests::load::{topic_records, WRITE_KEY};
+use weir_tests::pipeline::groups;
 use weir_tests::{eventually, repo_root, Pipeline, Stage};
 
 /// Starts an SDK sender (`python` or `node`); see tests/segment/run.sh.
@@ -63,22 +64,6 @@ async fn finish(sdk: &str, child: tokio::process::Child) -> Value {
 
 async fn metrics(p: &Pipeline, query: &str) -> Value {
     p.metrics(query).await
-}
-
-/// `(group_key, total_count, unique_user_count)` of a grouped answer.
-fn groups(v: &Value) -> Vec<(String, u64, u64)> {
-    v["grouped_metrics"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no groups: {v}"))
-        .iter()
-        .map(|g| {
-            (
-                g["group_key"].as_str().unwrap().to_string(),
-                g["total_count"].as_u64().unwrap(),
-                g["unique_user_count"].as_u64().unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
