@@ -25,6 +25,24 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// A process's resident memory now and at its peak (`VmRSS`, `VmHWM`),
+/// in MiB, from `/proc`; `None` reads the calling process. 0 when gone.
+pub fn rss_mib(pid: Option<u32>) -> (f64, f64) {
+    let path = pid.map_or("/proc/self/status".to_string(), |p| {
+        format!("/proc/{p}/status")
+    });
+    let status = std::fs::read_to_string(path).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

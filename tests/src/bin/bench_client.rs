@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_client::{BatchConfig, BatchUploader, ClientConfig, EnqueueError, Event, QueueFull};
 use weir_tests::load::WRITE_KEY;
+use weir_tests::stack::rss_mib;
 use weir_tests::Stack;
 
 #[global_allocator]
@@ -113,16 +114,6 @@ async fn uploader(url: &str, run: &str, events: u64, gzip: bool) -> f64 {
     events as f64 / took
 }
 
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -165,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     // the client's memory stays bounded by the queue, however long the
     // outage lasts.
     stack.kafka.kill9();
-    let before = rss_mib();
+    let before = rss_mib(None).0;
     let config = BatchConfig {
         queue_full: QueueFull::Fail,
         ..Default::default()
@@ -184,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
             }
             i += 1;
         }
-        peak = peak.max(rss_mib());
+        peak = peak.max(rss_mib(None).0);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let stats = up.stats();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use weir_ingest::acked_producer::AckedProducer;
 use weir_ingest::config::IngestConfig;
 use weir_tests::load::WRITE_KEY;
+use weir_tests::stack::rss_mib;
 use weir_tests::Stack;
 
 // glibc malloc took a quarter of ingest's CPU under load (perf, bench-ingest).
@@ -161,19 +162,6 @@ impl BatchSender for RawProducer {
     }
 }
 
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 #[test]
 fn batch_body_is_the_json_of_the_events() {
     let parsed: Value = serde_json::from_str(&batch_body(3, 7)).unwrap();
@@ -192,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
     ingest.wait_ready().await;
     let url = ingest.url("");
     let pid = ingest.proc.pid().expect("ingest runs");
-    let idle = rss_mib(pid).0;
+    let idle = rss_mib(Some(pid)).0;
 
     let gateway = Gateway {
         client: reqwest::Client::builder()
@@ -241,7 +229,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .find(|(r, i)| i.events_per_sec / r.events_per_sec == ratio)
         .expect("the median is a round");
-    let (rss_max, hwm) = rss_mib(pid);
+    let (rss_max, hwm) = rss_mib(Some(pid));
     let half_rate = max.events_per_sec / 2.0;
     let half = load(gateway.clone(), secs, Some(half_rate)).await;
     let raw_half = load(raw, secs, Some(half_rate)).await;
@@ -255,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
         let peak = peak.clone();
         async move {
             loop {
-                let rss = rss_mib(pid).0 as u64;
+                let rss = rss_mib(Some(pid)).0 as u64;
                 peak.fetch_max(rss, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

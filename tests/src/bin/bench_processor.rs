@@ -188,19 +188,10 @@ async fn processor(stack: &Stack, n: usize, mode: &str) -> anyhow::Result<f64> {
     Ok(n as f64 / started.expect("started").elapsed().as_secs_f64())
 }
 
-fn rss_bytes() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        * 1024.0
-}
-
 /// Dedup memory per key with 10 M keys: the table's own count, and RSS.
 fn dedup_memory() -> (f64, f64) {
     let n = 10_000_000u64;
+    let rss_bytes = || weir_tests::stack::rss_mib(None).0 * 1024.0 * 1024.0;
     let before = rss_bytes();
     let mut d = DedupStore::new();
     for i in 0..n {
