@@ -2,12 +2,13 @@
 //! ingest at a steady rate, retried with the same ids until acknowledged,
 //! with the counts and latencies the samples report.
 
-use crate::load::{events_of, now_ms, post_batch_once, BatchAttempt, Lcg, NAMES};
+use crate::load::{now_ms, post_batch_once, BatchAttempt, Lcg, NAMES};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use weir_client::{Outcome, Uploader};
+use weir_client::{Event, Outcome, Uploader};
 
 /// Batches in flight at most; past it the client falls behind its schedule
 /// (and says so) instead of piling up requests.
@@ -29,38 +30,32 @@ pub(super) struct Load {
 }
 
 impl Load {
-    /// The JSON of batch `n`, written straight into one string: the client
-    /// shares the stages' two cores.
-    fn body(&self, n: u64) -> String {
-        use std::fmt::Write;
+    /// The events of batch `n`, each with its id (the same on every retry).
+    fn events(&self, n: u64) -> Vec<Event> {
         let mut rng = Lcg::new(n);
         let ts = now_ms();
-        let mut body = String::with_capacity(self.batch * 300 + 16);
-        body.push_str(r#"{"events":["#);
-        for i in 0..self.batch {
-            if i > 0 {
-                body.push(',');
-            }
-            let user = rng.below(USERS);
-            let _ = write!(
-                body,
-                r#"{{"event_id":"soak-{run}-{n}-{i}","name":"{name}","timestamp":{ts},"user_id":"user-{user}","channel":"{channel}","properties":{{"sku":"SKU-{sku}","price":19.99,"qty":2}},"context":{{"url":"https://shop.example/products/blue-t-shirt","user_agent":"Mozilla/5.0 (X11; Linux x86_64)"}}}}"#,
-                run = self.run,
-                name = NAMES[rng.below(NAMES.len() as u64) as usize],
-                channel = ["web", "mobile"][rng.below(2) as usize],
-                sku = rng.below(1_000),
-            );
-        }
-        body.push_str("]}");
-        body
+        (0..self.batch)
+            .map(|i| {
+                let user = rng.below(USERS);
+                let name = NAMES[rng.below(NAMES.len() as u64) as usize];
+                let channel = ["web", "mobile"][rng.below(2) as usize];
+                let sku = rng.below(1_000);
+                Event::from_json(json!({
+                    "event_id": format!("soak-{}-{n}-{i}", self.run), "name": name, "timestamp": ts,
+                    "user_id": format!("user-{user}"), "channel": channel,
+                    "properties": {"sku": format!("SKU-{sku}"), "price": 19.99, "qty": 2},
+                    "context": {"url": "https://shop.example/products/blue-t-shirt",
+                                "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"}
+                }))
+                .expect("an object")
+            })
+            .collect()
     }
 
     /// Posts batch `n` until ingest acknowledges it, retrying 5xx, 429 and
     /// transport errors with the same body (so the same ids).
     async fn send(&self, n: u64) {
-        let body: serde_json::Value =
-            serde_json::from_str(&self.body(n)).expect("the body is JSON");
-        let events = events_of(body["events"].as_array().expect("events"));
+        let events = self.events(n);
         loop {
             let t = Instant::now();
             let retry = match post_batch_once(&self.client, &events).await {
@@ -130,7 +125,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_is_json_with_unique_ids() {
+    fn a_batch_has_unique_ids() {
         let load = Load {
             client: crate::load::uploader("http://127.0.0.1:9", Duration::from_secs(1)),
             batch: 5,
@@ -141,13 +136,8 @@ mod tests {
             latencies: Mutex::new(vec![]),
             give_up_at: Instant::now(),
         };
-        let v: serde_json::Value = serde_json::from_str(&load.body(7)).unwrap();
-        let ids: std::collections::BTreeSet<&str> = v["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event_id"].as_str().unwrap())
-            .collect();
+        let events = load.events(7);
+        let ids: std::collections::BTreeSet<&str> = events.iter().map(Event::id).collect();
         assert_eq!(ids.len(), 5);
         assert!(ids.contains("soak-1-7-4"));
     }
