@@ -13,6 +13,7 @@ pub mod metrics_api;
 pub mod migrations;
 pub mod namespaces;
 pub mod query;
+pub mod restore;
 pub mod runtime;
 pub mod store;
 pub mod strict_query;
