@@ -65,6 +65,12 @@ impl Compactor {
     /// Runs every `interval_ms` while this archiver leads, until shutdown.
     pub async fn run(self, leader: Leader, shutdown: CancellationToken) {
         let every = Duration::from_millis(self.cfg.interval_ms.max(100));
+        // Exported from the start, so a dashboard tells "none yet" from "absent".
+        for outcome in ["ok", "failed"] {
+            metrics::counter!("weir_archiver_compaction_runs_total", "outcome" => outcome)
+                .increment(0);
+        }
+        metrics::counter!("weir_archiver_files_compacted_total").increment(0);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -180,7 +186,7 @@ impl Compactor {
                 None => {}
             }
         }
-        let old_enough = now - (hour_ms + layout::HOUR_MS) >= self.cfg.min_hour_age_ms as i64;
+        let old_enough = now - (hour_ms + layout::HOUR_MS) >= self.cfg.min_hour_age_ms;
         if parts == 0 || !old_enough {
             outcome.left |= parts > 0 || !manifest.replaced.is_empty();
             if manifest_changed {

@@ -19,7 +19,9 @@ pub struct StoreConfig {
     /// The object_store crate's options for the URL's scheme, e.g.
     /// `aws_endpoint`, `aws_access_key_id`, `aws_secret_access_key`,
     /// `aws_region`, `aws_allow_http`. The AWS_* environment variables are
-    /// read too.
+    /// read too. Values may be written as strings, booleans or numbers
+    /// (an environment variable `...=true` arrives as a boolean).
+    #[serde(deserialize_with = "scalar_strings")]
     pub options: BTreeMap<String, String>,
     pub format: Format,
 }
@@ -32,6 +34,36 @@ impl Default for StoreConfig {
             format: Format::Parquet,
         }
     }
+}
+
+/// A map whose values are any scalar, each kept as its text: the
+/// object_store crate takes every option as a string, but a config layer
+/// types `true` or `9000` before we see it.
+fn scalar_strings<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Flag(bool),
+        Int(i64),
+        Float(f64),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Scalar::Text(s) => s,
+                Scalar::Flag(b) => b.to_string(),
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+            };
+            (k, v)
+        })
+        .collect())
 }
 
 /// When a part file is closed.
@@ -62,7 +94,9 @@ pub struct CompactionConfig {
     pub interval_ms: u64,
     /// An hour is compacted once it ended this long ago (its part files
     /// stop arriving, but for late events, which are compacted in later).
-    pub min_hour_age_ms: u64,
+    /// Negative values compact an hour before it ends: `-3600000` from its
+    /// first part on, each run merging what arrived since.
+    pub min_hour_age_ms: i64,
     /// A compacted file is cut past about this many bytes of input.
     pub max_file_bytes: u64,
     /// Replaced files are deleted this long after the manifest replaced
@@ -126,5 +160,29 @@ impl Default for ArchiverConfig {
 impl weir_core::service::StageConfig for ArchiverConfig {
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use weir_core::config::CommonArgs;
+
+    #[test]
+    fn store_options_take_flags_and_numbers_as_text() {
+        let args = CommonArgs::parse_from([
+            "archiver",
+            "--set",
+            "store.options.aws_allow_http=true",
+            "--set",
+            "store.options.aws_endpoint=http://127.0.0.1:9000",
+            "--set",
+            "store.options.aws_imdsv1_fallback=1",
+        ]);
+        let cfg: ArchiverConfig = args.load().unwrap();
+        assert_eq!(cfg.store.options["aws_allow_http"], "true");
+        assert_eq!(cfg.store.options["aws_endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(cfg.store.options["aws_imdsv1_fallback"], "1");
     }
 }

@@ -94,6 +94,32 @@ impl Manifest {
     }
 }
 
+/// The manifest's columns, for a table function that reads manifests.
+pub const MANIFEST_STRUCTURE: &str =
+    "compacted Array(String), replaced Array(Tuple(file String, at Int64))";
+
+/// The rule as one ClickHouse query over the archive in place: the live
+/// rows of `files`, a table function over data files (`file('<root>/tenant=
+/// */date=*/hour=*/*.parquet', Parquet)`, or `s3(...)`), given `manifests`,
+/// the same function over the same hours' `_manifest.json` with
+/// `MANIFEST_STRUCTURE`. docs/archive.md shows it filled in. An hour with
+/// no manifest reads its parts; a glob that matches no manifest is empty.
+/// Parts not compacted yet may hold a second copy of an event (a resend
+/// days later, past the processor's dedup horizon, which the aggregator
+/// finds counted): the first copy, as in ClickHouse, is the one kept.
+pub fn clickhouse_live(files: &str, manifests: &str) -> String {
+    format!(
+        "SELECT f.* FROM {files} AS f \
+         LEFT JOIN (SELECT replaceRegexpOne(_path, '/[^/]*$', '') AS dir, compacted, \
+                           replaced.file AS replaced FROM {manifests}) AS m \
+         ON m.dir = replaceRegexpOne(f._path, '/[^/]*$', '') \
+         WHERE NOT has(m.replaced, f._file) \
+           AND (startsWith(f._file, 'part-') OR has(m.compacted, f._file)) \
+         ORDER BY f.kafka_partition, f.kafka_offset \
+         LIMIT 1 BY f.tenant, f.event_id"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

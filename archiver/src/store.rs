@@ -14,6 +14,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use weir_core::health::HealthCheck;
 
+/// How long the health check waits for the store.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Clone, Debug)]
 pub struct ArchiveStore {
     store: Arc<dyn ObjectStore>,
@@ -114,11 +117,20 @@ impl ArchiveStore {
     /// credentials: a listing of the archiver's own directory.
     pub async fn check(&self) -> anyhow::Result<()> {
         let probe = layout::health_probe(&self.root);
-        self.store
-            .list_with_delimiter(Some(&probe))
+        // The store's client retries an unreachable endpoint for minutes;
+        // readiness must turn within one poll.
+        match tokio::time::timeout(CHECK_TIMEOUT, self.store.list_with_delimiter(Some(&probe)))
             .await
-            .map_err(|e| self.error("listing", &probe, e))?;
-        Ok(())
+        {
+            Ok(listed) => listed
+                .map(|_| ())
+                .map_err(|e| self.error("listing", &probe, e)),
+            Err(_) => Err(anyhow::anyhow!(
+                "listing {probe} in {}: no answer within {} s (is the store reachable?)",
+                self.url,
+                CHECK_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     /// An error that says what failed, where, and the likely cause.

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs the real parts of the local stack, idempotently, into a cache that
 # survives across runs: nisshi (Kafka protocol), rivven-schema (Schema
-# Registry), chdb (ClickHouse engine, in a venv) and the build tools the
-# workspace needs.
+# Registry), chdb (ClickHouse engine, in a venv), s3s-fs (an S3 server, for
+# the archive) and the build tools the workspace needs.
 # A second run skips what is already there.
 set -euo pipefail
 
 TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir/tools}"
 NISSHI_VERSION=0.7.0
 RIVVEN_VERSION=0.0.22
+S3S_FS_VERSION=0.14.1
 PY_PACKAGES=(chdb-core==26.9.0 lz4==4.4.5 clickhouse-cityhash==1.0.2.6)
 
 log() { printf '[install] %s\n' "$*" >&2; }
@@ -82,6 +83,16 @@ if [ "$(installed_version rivven-schema)" != "$RIVVEN_VERSION" ]; then
   CARGO_TARGET_DIR="$TOOLS/target-rivven" cargo install --locked --quiet rivven-schema \
     --version "$RIVVEN_VERSION" --root "$TOOLS"
   rm -rf "$TOOLS/target-rivven"
+fi
+
+# s3s-fs: an S3-protocol server on a directory, from crates.io (its `binary`
+# feature), for the archive's S3 path. 0.14.1 builds on stable Rust (later
+# releases need 1.96); about 2 minutes on 2 cores.
+if [ "$(installed_version s3s-fs)" != "$S3S_FS_VERSION" ]; then
+  log "building s3s-fs $S3S_FS_VERSION"
+  CARGO_TARGET_DIR="$TOOLS/target-s3s" cargo install --locked --quiet s3s-fs \
+    --version "$S3S_FS_VERSION" --features binary --root "$TOOLS"
+  rm -rf "$TOOLS/target-s3s"
 fi
 
 # ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 #   part.sh kafka      PORT DATA_DIR
 #   part.sh registry   PORT
 #   part.sh clickhouse PORT DATA_DIR
+#   part.sh s3         PORT DATA_DIR   (bucket `weir-archive`; keys from
+#                                       WEIR_S3_ACCESS_KEY/WEIR_S3_SECRET_KEY)
 # It execs the server, so the caller's pid is the server's (kill -9 hits it).
 set -euo pipefail
 TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir/tools}"
@@ -19,5 +21,10 @@ case "$part" in
   clickhouse)
     # install.sh keeps chdb in a venv of its own under the tools cache.
     exec "$TOOLS/venv/bin/python" "$HERE/clickhouse/server.py" --host 127.0.0.1 --port "$port" --path "$3" ;;
-  *) echo "unknown part: $part (kafka, registry or clickhouse)" >&2; exit 2 ;;
+  s3)
+    # A bucket is a directory of the server's root.
+    mkdir -p "$3/weir-archive"
+    exec "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$port" \
+      --access-key "${WEIR_S3_ACCESS_KEY:-weir}" --secret-key "${WEIR_S3_SECRET_KEY:-weir-local-secret}" "$3" ;;
+  *) echo "unknown part: $part (kafka, registry, clickhouse or s3)" >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quick start: installs the local stack, starts it with weir's three stages on
+# Quick start: installs the local stack, starts it with weir's four stages on
 # loopback, sends a few demo events and prints what the query API reads back.
 # Everything runs in the background afterwards; stop it with deploy/local/down.sh.
 # State, data and logs live in .local/ (override with WEIR_LOCAL_DIR).
@@ -9,6 +9,7 @@ HERE="$ROOT/deploy/local"
 STATE="${WEIR_LOCAL_DIR:-$ROOT/.local}"
 KAFKA_PORT="${KAFKA_PORT:-9092}" REGISTRY_PORT="${REGISTRY_PORT:-8081}" CLICKHOUSE_PORT="${CLICKHOUSE_PORT:-8123}"
 INGEST_PORT="${INGEST_PORT:-8080}" PROCESSOR_PORT="${PROCESSOR_PORT:-9102}" AGGREGATOR_PORT="${AGGREGATOR_PORT:-8090}"
+ARCHIVER_PORT="${ARCHIVER_PORT:-8091}"
 PROFILE="${WEIR_PROFILE:-debug}"
 
 log() { printf '[weir] %s\n' "$*" >&2; }
@@ -20,7 +21,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 
 mkdir -p "$STATE/logs"
 : > "$STATE/pids"
-for port in "$KAFKA_PORT" "$REGISTRY_PORT" "$CLICKHOUSE_PORT" "$INGEST_PORT" "$PROCESSOR_PORT" "$AGGREGATOR_PORT"; do
+for port in "$KAFKA_PORT" "$REGISTRY_PORT" "$CLICKHOUSE_PORT" "$INGEST_PORT" "$PROCESSOR_PORT" "$AGGREGATOR_PORT" "$ARCHIVER_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     log "port $port is in use; set the *_PORT variables to free ones"; exit 1
   fi
@@ -54,13 +55,17 @@ WRITE_KEY="${WEIR_DEMO_WRITE_KEY:-weir-demo-key}"
 READ_KEY="${WEIR_DEMO_READ_KEY:-weir-demo-read-key}"
 export WEIR_AUTH__WRITE_KEYS="$WRITE_KEY:demo"
 export WEIR_AUTH__READ_KEYS="$READ_KEY:demo"
-log "starting ingest on $INGEST_PORT, processor on $PROCESSOR_PORT, aggregator on $AGGREGATOR_PORT"
+log "starting ingest on $INGEST_PORT, processor on $PROCESSOR_PORT, aggregator on $AGGREGATOR_PORT, archiver on $ARCHIVER_PORT"
 WEIR_LISTEN="127.0.0.1:$INGEST_PORT" start ingest "$BIN/ingest"
 WEIR_LISTEN="127.0.0.1:$PROCESSOR_PORT" WEIR_INSTANCE_ID=local-0 start processor "$BIN/processor"
 WEIR_LISTEN="127.0.0.1:$AGGREGATOR_PORT" start aggregator "$BIN/aggregator"
+# The archive on the local filesystem, the embedded default (docs/archive.md).
+WEIR_LISTEN="127.0.0.1:$ARCHIVER_PORT" WEIR_STORE__URL="file://$STATE/archive" \
+  start archiver "$BIN/archiver"
 wait_http "http://127.0.0.1:$INGEST_PORT/readyz" ingest
 wait_http "http://127.0.0.1:$PROCESSOR_PORT/readyz" processor
 wait_http "http://127.0.0.1:$AGGREGATOR_PORT/readyz" aggregator
+wait_http "http://127.0.0.1:$ARCHIVER_PORT/readyz" archiver
 grep -h "commit mode chosen" "$STATE/logs/processor.log" | sed 's/^/[weir] processor: /' >&2 || true
 
 log "sending demo events: 12 events, 2 of them re-sent duplicates, from 3 users"
@@ -86,4 +91,5 @@ for name in page_view cart.add; do
   echo "GET /v1/metrics?name=$name -> $out"
 done
 log "the stack keeps running: ingest http://127.0.0.1:$INGEST_PORT (write key $WRITE_KEY), query API http://127.0.0.1:$AGGREGATOR_PORT (read key $READ_KEY; docs at /docs)"
+log "the archive is in $STATE/archive (files roll every 60 s; docs/archive.md)"
 log "logs in $STATE/logs; stop everything with deploy/local/down.sh"

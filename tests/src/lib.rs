@@ -5,6 +5,7 @@
 //! end-to-end test (see docs/testing.md); `Stack` the parts alone. Logs stay
 //! in the stack's temp dir and are printed when a test fails.
 
+pub mod archive;
 pub mod docs;
 pub mod load;
 pub mod pipeline;

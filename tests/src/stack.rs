@@ -60,7 +60,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, command: Vec<String>, env: Vec<(String, String)>, log: PathBuf) -> Self {
+    pub fn spawn(
+        name: &str,
+        command: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Self {
         let mut p = Proc {
             name: name.into(),
             child: None,
@@ -373,7 +378,7 @@ impl Stack {
     }
 }
 
-async fn wait_tcp(port: u16, proc: &Proc) {
+pub async fn wait_tcp(port: u16, proc: &Proc) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -226,10 +226,35 @@ async fn one_event_is_one_trace_across_ingest_processor_and_aggregator() {
         "ingest's spans hang off the client's ({hops:?})"
     );
 
-    documented_metrics_are_exported(ingest, processor, aggregator).await;
+    // The archiver on a directory, rolling and compacting at once, so its
+    // write and compaction metrics exist by the time they are read.
+    let dir = p.stack.dir.path().join("archive");
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = weir_archiver::config::StoreConfig {
+        url: format!("file://{}", dir.display()),
+        ..Default::default()
+    };
+    let archiver = weir_tests::archive::start_archiver(
+        &p.stack,
+        "obs",
+        &store,
+        &[
+            ("WEIR_ROLL__MAX_INTERVAL_MS", "500"),
+            ("WEIR_COMPACTION__INTERVAL_MS", "500"),
+            ("WEIR_COMPACTION__MIN_HOUR_AGE_MS", "-3600000"),
+        ],
+    )
+    .await;
+
+    documented_metrics_are_exported(ingest, processor, aggregator, &archiver).await;
 }
 
-async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggregator: &Stage) {
+async fn documented_metrics_are_exported(
+    ingest: &Stage,
+    processor: &Stage,
+    aggregator: &Stage,
+    archiver: &Stage,
+) {
     // Traffic that makes the labelled counters appear: a rejected event, old
     // ones (flagged, and late once on-time events set every partition's
     // watermark), a Segment message, a malformed request, an unauthorized
@@ -295,6 +320,13 @@ async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggr
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // The archiver has written and compacted what came.
+    let compacted = poll_until(Duration::from_secs(120), || async {
+        let n = archiver.metric("weir_archiver_files_compacted_total").await;
+        (n >= 1.0).then_some(())
+    })
+    .await;
+    assert!(compacted.is_some(), "the archiver compacted nothing");
     let documented = weir_tests::docs::metrics();
     // One page per stage, read after the traffic above.
     let mut pages = BTreeMap::new();
@@ -302,6 +334,7 @@ async fn documented_metrics_are_exported(ingest: &Stage, processor: &Stage, aggr
         ("ingest", ingest),
         ("processor", processor),
         ("aggregator", aggregator),
+        ("archiver", archiver),
     ] {
         pages.insert(stage, at.metrics_text().await);
     }
