@@ -160,7 +160,7 @@ async fn every_event_is_archived_exactly_once_through_kills_and_an_s3_restart() 
 async fn not_ready_reason(stage: &Stage) -> Option<String> {
     let r = reqwest::get(stage.url("/readyz")).await.ok()?;
     (r.status() == 503).then_some(())?;
-    Some(r.text().await.ok()?)
+    r.text().await.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,6 +152,8 @@ pub(crate) struct StageView {
     pub(crate) brokers: String,
     pub(crate) registry_url: String,
     pub(crate) otlp_endpoint: String,
+    /// The archiver's `store.url`; `None` for the other stages.
+    pub(crate) store_url: Option<String>,
 }
 
 /// Loads a stage's configuration from its compose environment the way the
@@ -218,6 +220,7 @@ pub(crate) fn stage_views(doc: &Json, problems: &mut Vec<String>) -> Vec<StageVi
                 brokers: c.kafka.brokers,
                 registry_url: c.schema_registry_url,
                 otlp_endpoint: c.telemetry.otlp_endpoint,
+                store_url: None,
             });
         }
     } else {
@@ -240,6 +243,7 @@ pub(crate) fn stage_views(doc: &Json, problems: &mut Vec<String>) -> Vec<StageVi
                 brokers: c.kafka.brokers,
                 registry_url: c.schema_registry_url,
                 otlp_endpoint: c.telemetry.otlp_endpoint,
+                store_url: None,
             });
         }
     } else {
@@ -268,12 +272,75 @@ pub(crate) fn stage_views(doc: &Json, problems: &mut Vec<String>) -> Vec<StageVi
                 brokers: c.kafka.brokers,
                 registry_url: c.schema_registry_url,
                 otlp_endpoint: c.telemetry.otlp_endpoint,
+                store_url: None,
             });
         }
     } else {
         problems.push("no aggregator service".into());
     }
+    if let Some(svc) = svcs.get("archiver") {
+        if let Some(c) = stage_config::<ArchiverConfig>("archiver", &environment(svc), problems) {
+            // `archiver backfill`, run in this service's container, writes
+            // to ClickHouse with these settings.
+            clickhouse_client_problems(
+                doc,
+                "archiver",
+                &c.clickhouse.url,
+                &c.clickhouse.user,
+                &c.clickhouse.password,
+                problems,
+            );
+            views.push(StageView {
+                name: "archiver",
+                listen_port: port_of(&c.listen).unwrap_or(0),
+                brokers: c.kafka.brokers,
+                registry_url: c.schema_registry_url,
+                otlp_endpoint: c.telemetry.otlp_endpoint,
+                store_url: Some(c.store.url),
+            });
+        }
+    } else {
+        problems.push("no archiver service".into());
+    }
     views
+}
+
+/// A filesystem store keeps the archive in the container: it must be on a
+/// volume, or the archive goes with the container, and the image's user must
+/// be able to write it. A new named volume takes the owner of the image's
+/// directory it is mounted on, so that directory must be the user's (the
+/// Dockerfile's `COPY --chown`); a bind mount's owner is the host's business.
+pub(crate) fn archive_problems(doc: &Json, views: &[StageView], image: &ImageFacts) -> Vec<String> {
+    let mut problems = vec![];
+    for v in views {
+        let Some(url) = &v.store_url else { continue };
+        let dir = match reqwest::Url::parse(url) {
+            Ok(u) if u.scheme() == "file" => u.path().trim_end_matches('/').to_string(),
+            Ok(_) => continue,
+            Err(e) => {
+                problems.push(format!("{}: store.url {url:?} is not a URL: {e}", v.name));
+                continue;
+            }
+        };
+        let mount = mounts(&services(doc)[v.name])
+            .into_iter()
+            .filter(|(_, dst, _)| Path::new(&dir).starts_with(dst.trim_end_matches('/')))
+            .max_by_key(|(_, dst, _)| dst.len());
+        match mount {
+            None => problems.push(format!(
+                "{}: its store {url} is on no volume, so the archive would be lost with the container",
+                v.name
+            )),
+            Some((src, dst, false)) if !image.owned.contains(dst.trim_end_matches('/')) => {
+                problems.push(format!(
+                    "{}: named volume {src} at {dst} would be owned by root, not the image's user: the Dockerfile does not COPY --chown {dst} to its USER",
+                    v.name
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    problems
 }
 
 /// A ClickHouse client (the aggregator, Grafana) must reach the clickhouse

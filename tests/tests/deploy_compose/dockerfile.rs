@@ -1,5 +1,6 @@
 //! The `Dockerfile` and `.dockerignore`: stages, pinned bases, the binaries
-//! the image copies, a non-root user, and what the build context keeps.
+//! the image copies, a non-root user, the directories it gives that user, and
+//! what the build context keeps.
 
 use super::*;
 
@@ -87,23 +88,55 @@ pub(crate) struct ImageFacts {
     /// Their file names under /usr/local/bin, /usr/bin or /bin: the programs
     /// a `command:` can name.
     pub(crate) binaries: BTreeSet<String>,
+    /// Those of them copied `--chown` to the uid the final stage runs as: the
+    /// paths that user may write (a directory among them stays writable under
+    /// a new Docker named volume, which takes the directory's owner).
+    pub(crate) owned: BTreeSet<String>,
+}
+
+/// The uid of a `USER` or `--chown=` argument (`user[:group]`); distroless
+/// names its uid 65532 `nonroot`.
+pub(crate) fn uid_of(user: &str) -> &str {
+    match user.split(':').next().unwrap_or(user) {
+        "nonroot" => "65532",
+        uid => uid,
+    }
 }
 
 pub(crate) fn image_facts(text: &str) -> ImageFacts {
     let stages = parse_dockerfile(text);
+    let body = stages.last().map(|s| &s.body[..]).unwrap_or_default();
+    let user = body
+        .iter()
+        .rev()
+        .find(|i| i.keyword == "USER")
+        .map(|i| uid_of(&i.args).to_string());
     let mut files = BTreeSet::new();
-    for ins in stages.last().map(|s| &s.body[..]).unwrap_or_default() {
+    let mut owned = BTreeSet::new();
+    for ins in body {
         if ins.keyword != "COPY" {
             continue;
         }
         let (_, srcs, dst) = copy_parts(&ins.args);
+        let chown = ins
+            .args
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("--chown="))
+            .map(uid_of);
+        let to_user = chown.is_some() && chown == user.as_deref();
         for src in &srcs {
             let base = src.trim_end_matches('/').rsplit('/').next().unwrap_or(src);
-            if dst.ends_with('/') {
-                files.insert(format!("{dst}{base}"));
+            let path = if dst.ends_with('/') {
+                format!("{dst}{base}")
             } else if srcs.len() == 1 {
-                files.insert(dst.clone());
+                dst.clone()
+            } else {
+                continue;
+            };
+            if to_user {
+                owned.insert(path.clone());
             }
+            files.insert(path);
         }
     }
     let binaries = files
@@ -115,7 +148,11 @@ pub(crate) fn image_facts(text: &str) -> ImageFacts {
                 .then(|| name.to_string())
         })
         .collect();
-    ImageFacts { files, binaries }
+    ImageFacts {
+        files,
+        binaries,
+        owned,
+    }
 }
 
 /// The `[[bin]]` names of a crate, and its package name.
@@ -153,8 +190,9 @@ pub(crate) fn workspace_members() -> Vec<String> {
 
 /// The Dockerfile lint: stages and pins, the non-root final stage, the
 /// feature argument reaching `cargo build`, the stages' binaries built and
-/// copied into the image, and every workspace manifest in the
-/// manifests-first layer.
+/// copied into the image, the archiver's default store directory given to
+/// the image's user, and every workspace manifest in the manifests-first
+/// layer.
 pub(crate) fn dockerfile_problems(text: &str) -> Vec<String> {
     let stages = parse_dockerfile(text);
     let mut problems = vec![];
@@ -257,6 +295,19 @@ pub(crate) fn dockerfile_problems(text: &str) -> Vec<String> {
                     "the final stage does not copy the {bin} binary onto the PATH"
                 ));
             }
+        }
+    }
+
+    // The archiver's default store is a directory of the image: the root
+    // filesystem belongs to root, so the Dockerfile must hand it to the user.
+    let store = ArchiverConfig::default().store.url;
+    if let Some(dir) = store.strip_prefix("file://") {
+        let dir = dir.trim_end_matches('/');
+        if !facts.owned.contains(dir) {
+            problems.push(format!(
+                "the final stage does not create {dir} (the archiver's default store, {store}) with COPY --chown to its USER: uid {} could not write it, nor a named volume mounted there",
+                uid.unwrap_or("?")
+            ));
         }
     }
 

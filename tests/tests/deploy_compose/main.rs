@@ -9,7 +9,8 @@
 //! downloaded, and both files are checked against what the rest of the
 //! repository says: the stages' `[[bin]]` names, their configuration keys
 //! (each stage's compose environment is loaded by that stage's own config
-//! loader), the ports they listen on, and the files the compose file mounts.
+//! loader), the ports they listen on, the files the compose file mounts, and
+//! where the archiver keeps its archive.
 //!
 //! Every check returns the problems it finds as sentences. The tests at the
 //! end run the same checks on deliberately broken copies, so a check that can
@@ -20,13 +21,14 @@ use serde_json::Value as Json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use weir_aggregator::config::AggregatorConfig;
+use weir_archiver::config::ArchiverConfig;
 use weir_core::config::CommonArgs;
 use weir_ingest::config::IngestConfig;
 use weir_processor::config::{CommitModeSetting, ProcessorConfig};
 
-/// The three stage binaries: compose service names, `[[bin]]` names and the
+/// The four stage binaries: compose service names, `[[bin]]` names and the
 /// crate directories are all the same word.
-const STAGES: [&str; 3] = ["ingest", "processor", "aggregator"];
+const STAGES: [&str; 4] = ["ingest", "processor", "aggregator", "archiver"];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -200,12 +202,74 @@ fn compose_checks_catch_broken_files() {
     );
     assert_finds(
         &broken_compose(|d| {
+            d["services"]["archiver"]["environment"]["WEIR_LISTEN"] = "0.0.0.0:9091".into()
+        }),
+        "does not scrape archiver:9091",
+    );
+    assert_finds(
+        &broken_compose(|d| {
             d["services"]["ingest"]
                 .as_object_mut()
                 .unwrap()
                 .remove("healthcheck");
         }),
         "ingest: no healthcheck",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"]["archiver"]["healthcheck"]["test"][5] =
+                "http://127.0.0.1:8090/readyz".into()
+        }),
+        "archiver: healthcheck",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"]["archiver"]
+                .as_object_mut()
+                .unwrap()
+                .remove("volumes");
+        }),
+        "archiver: its store file:///var/lib/weir/archive is on no volume",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"]["archiver"]["volumes"][0] = "archive-data:/var/lib/weir".into()
+        }),
+        "would be owned by root",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"]["archiver"]["volumes"][0] = "archive:/var/lib/weir/archive".into()
+        }),
+        "volume archive is not declared",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"]["archiver"]["environment"]["WEIR_STORE__URL"] =
+                "file:///srv/archive".into()
+        }),
+        "archiver: its store file:///srv/archive is on no volume",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"]["archiver"]["environment"]["WEIR_STOR__URL"] = "s3://bucket/weir".into()
+        }),
+        "archiver: WEIR_STOR__URL is not one of its settings",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"]["archiver"]["environment"]["WEIR_CLICKHOUSE__PASSWORD"] = "x".into()
+        }),
+        "archiver: has another ClickHouse password",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"]["archiver"]["depends_on"]
+                .as_object_mut()
+                .unwrap()
+                .remove("schema-registry");
+        }),
+        "archiver: does not wait for a healthy schema-registry",
     );
     assert_finds(
         &broken_compose(|d| {
@@ -250,6 +314,18 @@ fn compose_checks_catch_broken_files() {
     );
     assert_finds(
         &broken_compose(|d| {
+            d["services"]["archiver"]["command"] = serde_json::json!(["aggregator"])
+        }),
+        "not the archiver binary",
+    );
+    assert_finds(
+        &broken_compose(|d| {
+            d["services"].as_object_mut().unwrap().remove("archiver");
+        }),
+        "no archiver service",
+    );
+    assert_finds(
+        &broken_compose(|d| {
             d["services"]["ingest"]["environment"]["WEIR_TELEMETRY__OTLP_ENDPOINT"] =
                 "http://otel-collector:4317".into()
         }),
@@ -259,17 +335,50 @@ fn compose_checks_catch_broken_files() {
 
 #[test]
 fn prometheus_check_catches_a_missing_stage() {
-    let mut prometheus = prometheus_config();
-    prometheus["scrape_configs"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|job| job["job_name"] != "processor");
-    let problems = compose_problems(
-        &load_compose(),
-        &prometheus,
-        &image_facts(&dockerfile_text()),
+    for (job, target) in [
+        ("processor", "processor:9102"),
+        ("archiver", "archiver:8091"),
+    ] {
+        let mut prometheus = prometheus_config();
+        prometheus["scrape_configs"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|j| j["job_name"] != job);
+        let problems = compose_problems(
+            &load_compose(),
+            &prometheus,
+            &image_facts(&dockerfile_text()),
+        );
+        assert_finds(&problems, &format!("does not scrape {target}"));
+    }
+}
+
+#[test]
+fn archive_check_catches_an_image_that_keeps_the_store_directory_for_root() {
+    let text = dockerfile_text();
+    let chown = "COPY --from=build --chown=65532:65532 /out/archive /var/lib/weir/archive";
+    assert!(
+        text.contains(chown),
+        "the Dockerfile no longer contains {chown:?}; update this test"
     );
-    assert_finds(&problems, "does not scrape processor:9102");
+    for (from, to) in [
+        (
+            chown,
+            "COPY --from=build /out/archive /var/lib/weir/archive",
+        ),
+        (
+            chown,
+            "COPY --from=build --chown=0:0 /out/archive /var/lib/weir/archive",
+        ),
+        ("USER 65532:65532", "USER 1000:1000"),
+    ] {
+        let image = image_facts(&text.replacen(from, to, 1));
+        let problems = compose_problems(&load_compose(), &prometheus_config(), &image);
+        assert_finds(
+            &problems,
+            "archiver: named volume archive-data at /var/lib/weir/archive would be owned by root",
+        );
+    }
 }
 
 #[test]
@@ -304,12 +413,38 @@ fn dockerfile_checks_catch_broken_files() {
     );
     assert_finds(&broken("ARG CARGO_FEATURES=\"\"", ""), "CARGO_FEATURES");
     assert_finds(
-        &broken(" /out/bin/aggregator /usr/local/bin/", " /usr/local/bin/"),
+        &broken(
+            " /out/bin/aggregator /out/bin/archiver ",
+            " /out/bin/archiver ",
+        ),
         "aggregator binary",
+    );
+    assert_finds(
+        &broken(" /out/bin/archiver /usr/local/bin/", " /usr/local/bin/"),
+        "the final stage does not copy the archiver binary",
+    );
+    assert_finds(
+        &broken(" -p weir-archiver", ""),
+        "`cargo build` does not select weir-archiver",
     );
     assert_finds(
         &broken("COPY tests/Cargo.toml tests/\n", ""),
         "tests/Cargo.toml",
+    );
+    assert_finds(
+        &broken("COPY archiver/Cargo.toml archiver/\n", ""),
+        "does not copy archiver/Cargo.toml",
+    );
+    assert_finds(
+        &broken("--chown=65532:65532 /out/archive", "/out/archive"),
+        "does not create /var/lib/weir/archive",
+    );
+    assert_finds(
+        &broken(
+            "/out/archive /var/lib/weir/archive",
+            "/out/archive /var/lib/weir/archives",
+        ),
+        "does not create /var/lib/weir/archive",
     );
     assert_finds(&broken(" AS build", ""), "named build stage");
     assert_finds(
@@ -332,8 +467,14 @@ fn dockerignore_check_catches_broken_files() {
         "swagger-ui-bundle.js.gz",
     );
     assert_finds(&dockerignore_problems("*\n"), "excludes Cargo.toml");
+    assert_finds(
+        &dockerignore_problems(
+            "*\n!Cargo.*\n!core\n!ingest\n!processor\n!aggregator\n!client\n!tests\n",
+        ),
+        "excludes archiver/Cargo.toml",
+    );
     assert!(dockerignore_problems(
-        "*\n!Cargo.*\n!core\n!ingest\n!processor\n!aggregator\n!client\n!tests\n"
+        "*\n!Cargo.*\n!core\n!ingest\n!processor\n!aggregator\n!archiver\n!client\n!tests\n"
     )
     .is_empty());
 }

@@ -1,9 +1,9 @@
-//! The services around the stages: one image for all three, healthchecks,
+//! The services around the stages: one image for all four, healthchecks,
 //! Prometheus's scrape targets, Kafka, Grafana and the OpenTelemetry collector.
 
 use super::*;
 
-/// The three stages run one image, each with its own binary as the command.
+/// The four stages run one image, each with its own binary as the command.
 pub(crate) fn stage_image_problems(
     doc: &Json,
     binaries_in_image: &BTreeSet<String>,
@@ -372,6 +372,7 @@ pub(crate) fn compose_problems(doc: &Json, prometheus: &Json, image: &ImageFacts
     problems.extend(wiring_problems(doc, &views));
     problems.extend(stage_image_problems(doc, &image.binaries));
     problems.extend(health_problems(doc, &views, &image.files));
+    problems.extend(archive_problems(doc, &views, image));
     problems.extend(prometheus_problems(doc, prometheus, &views));
     problems.extend(kafka_problems(doc));
     problems.extend(grafana_problems(doc));

@@ -17,9 +17,11 @@
 //! real config loader (so a misspelt key or a wrong port fails here, not at
 //! start-up), and the keys of the base's placeholder Secret are refused by it;
 //! Services, the HPA, the PodDisruptionBudgets and the ServiceMonitor reach
-//! what they name; the processor runs at most as many replicas as the
-//! partitions it is configured with; and every metric an alert uses is one
-//! docs/operations.md documents. The Alertmanager example is checked against the
+//! what they name; the processor, the aggregator and the archiver run at most
+//! as many replicas as the partitions they are configured with; the
+//! archiver's store is the base's marked placeholder, replaced in every
+//! overlay, and a file:// store is on a writable volume of its one replica;
+//! and every metric an alert uses is one docs/operations.md documents. The Alertmanager example is checked against the
 //! alerts' labels.
 
 use base64::Engine as _;
@@ -28,6 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use weir_aggregator::config::AggregatorConfig;
+use weir_archiver::config::ArchiverConfig;
+use weir_archiver::store::ArchiveStore;
 use weir_core::api_keys::KeyKind;
 use weir_core::config::CommonArgs;
 use weir_ingest::config::IngestConfig;
@@ -37,7 +41,7 @@ use weir_tests::repo_root;
 /// The Kubernetes version the manifests are validated against.
 const K8S_VERSION: &str = "1.30.0";
 const IMAGE: &str = "ghcr.io/weir-dev/weir";
-const STAGES: [&str; 3] = ["ingest", "processor", "aggregator"];
+const STAGES: [&str; 4] = ["ingest", "processor", "aggregator", "archiver"];
 /// Kinds kubernetes-validate has no schema for; checked here instead.
 const CRD_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
 /// Alerts the operations issue asks for, by the name the README gives them.
@@ -205,4 +209,120 @@ fn promql_scan_finds_metrics_and_dropped_namespaces() {
     assert!(bad.metrics.contains("x"), "{bad:?}");
     assert_eq!(bad.drops_namespace.len(), 2, "{bad:?}");
     assert!(is_duration("15m") && is_duration("1h30m") && !is_duration("15") && !is_duration("m"));
+}
+
+/// The archiver's store check on the base's own Deployment (read as it is,
+/// no kustomize needed), edited: each edit is a mistake an overlay could
+/// make, and each must be reported.
+#[test]
+fn archive_store_check_catches_misplaced_stores() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/k8s/base/archiver.yaml"))
+        .expect("deploy/k8s/base/archiver.yaml");
+    let deployment = parse_docs(&text)
+        .into_iter()
+        .find(|d| kind(d) == "Deployment")
+        .expect("archiver.yaml has a Deployment");
+    let check = |flavour: Flavour, url: &str, edit: &dyn Fn(&mut Value)| -> Vec<String> {
+        let mut w = deployment.clone();
+        edit(&mut w);
+        let pod = w.pointer("/spec/template/spec").expect("a pod template");
+        let volumes: BTreeMap<&str, &Value> = array_at(pod, "/volumes")
+            .iter()
+            .filter_map(|v| Some((str_at(v, "/name")?, v)))
+            .collect();
+        let container = &array_at(pod, "/containers")[0];
+        let r = Rendered {
+            name: "edited",
+            flavour,
+            docs: vec![w.clone()],
+        };
+        let mut p = Problems::default();
+        check_archive_store(&r, &w, container, &volumes, url, "archiver", &mut p);
+        p.0
+    };
+    // An archive volume, as the dev overlay mounts one.
+    let with_volume = |at: &'static str, volume: Value, read_only: bool| {
+        move |w: &mut Value| {
+            let pod = w.pointer_mut("/spec/template/spec").unwrap();
+            let mut v = volume.clone();
+            v["name"] = "archive".into();
+            pod["volumes"].as_array_mut().unwrap().push(v);
+            pod["containers"][0]["volumeMounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(
+                    serde_json::json!({"name": "archive", "mountPath": at, "readOnly": read_only}),
+                );
+        }
+    };
+    let empty_dir = serde_json::json!({"emptyDir": {}});
+    let claim = serde_json::json!({"persistentVolumeClaim": {"claimName": "archive"}});
+    let file = "file:///var/lib/weir/archive";
+    let base_url = "s3://REPLACE_ME-in-an-overlay/weir";
+    let none: &dyn Fn(&mut Value) = &|_| {};
+    let finds = |problems: Vec<String>, needle: &str| {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "expected a problem mentioning {needle:?}, got {problems:#?}"
+        );
+    };
+
+    // What the base and the overlays do passes.
+    assert_eq!(check(Flavour::Base, base_url, none), Vec::<String>::new());
+    assert_eq!(
+        check(Flavour::Prod, "s3://archive-bucket/weir", none),
+        Vec::<String>::new()
+    );
+    let dev = with_volume("/var/lib/weir/archive", empty_dir.clone(), false);
+    assert_eq!(check(Flavour::Dev, file, &dev), Vec::<String>::new());
+    let claim_above = with_volume("/var/lib/weir", claim.clone(), false);
+    assert_eq!(
+        check(Flavour::Prod, file, &claim_above),
+        Vec::<String>::new()
+    );
+
+    // The placeholder where it does not belong, or missing where it does.
+    finds(
+        check(Flavour::Prod, base_url, none),
+        "still holds the base's placeholder",
+    );
+    finds(
+        check(Flavour::Base, "s3://archive-bucket/weir", none),
+        "must be the marked placeholder",
+    );
+    // A filesystem store on the read-only root, a read-only or a
+    // non-writable volume, or another directory than the volume's.
+    let no_volume = "is on no writable emptyDir or PersistentVolumeClaim";
+    finds(check(Flavour::Dev, file, none), no_volume);
+    finds(
+        check(
+            Flavour::Dev,
+            file,
+            &with_volume("/var/lib/weir/archive", empty_dir.clone(), true),
+        ),
+        no_volume,
+    );
+    finds(
+        check(
+            Flavour::Dev,
+            file,
+            &with_volume(
+                "/var/lib/weir/archive",
+                serde_json::json!({"configMap": {"name": "weir-config"}}),
+                false,
+            ),
+        ),
+        no_volume,
+    );
+    finds(check(Flavour::Dev, "file:///srv/archive", &dev), no_volume);
+    // Two pods, two archives.
+    let two = |w: &mut Value| {
+        dev(w);
+        w["spec"]["replicas"] = 2.into();
+    };
+    finds(check(Flavour::Dev, file, &two), "would split the archive");
+    finds(
+        check(Flavour::Dev, "/var/lib/weir/archive", &dev),
+        "is not a URL",
+    );
 }

@@ -26,6 +26,10 @@ pub(crate) fn known_keys() -> BTreeMap<&'static str, BTreeSet<String>> {
             "aggregator",
             keys(serde_json::to_value(AggregatorConfig::default())),
         ),
+        (
+            "archiver",
+            keys(serde_json::to_value(ArchiverConfig::default())),
+        ),
     ])
 }
 
@@ -44,8 +48,10 @@ pub(crate) struct StageView {
     pub(crate) spill_dir: Option<String>,
     pub(crate) shutdown_timeout_ms: Option<u64>,
     /// Whether the stage accepts its keys (`Err` is the reason it would not
-    /// start); `None` for the processor, which takes none.
+    /// start); `None` for the processor and the archiver, which take none.
     pub(crate) keys: Option<Result<usize, String>>,
+    /// The archiver's `store.url`; `None` for the other stages.
+    pub(crate) store_url: Option<String>,
 }
 
 /// Loads `stage`'s config from `file` and the container's `env`, through the
@@ -82,6 +88,7 @@ pub(crate) fn load_stage(
             spill_dir: None,
             shutdown_timeout_ms: Some(c.shutdown_timeout_ms),
             keys: Some(keys_of(c.auth.keys(KeyKind::Write))),
+            store_url: None,
         }),
         "processor" => args.load::<ProcessorConfig>().and_then(|c| {
             c.validate()?;
@@ -93,6 +100,7 @@ pub(crate) fn load_stage(
                 spill_dir: Some(c.dedup_spill_dir.clone()),
                 shutdown_timeout_ms: None,
                 keys: None,
+                store_url: None,
             })
         }),
         "aggregator" => args.load::<AggregatorConfig>().map(|c| StageView {
@@ -103,6 +111,26 @@ pub(crate) fn load_stage(
             spill_dir: None,
             shutdown_timeout_ms: None,
             keys: Some(keys_of(c.auth.keys(KeyKind::Read))),
+            store_url: None,
+        }),
+        "archiver" => args.load::<ArchiverConfig>().and_then(|c| {
+            // The archiver builds its store first thing: an object store URL
+            // it cannot use (a typo'd scheme, `gs://` in a build without
+            // the gcs feature) stops it at start-up. A file:// store is left
+            // alone here, as building it creates the directory.
+            if !c.store.url.starts_with("file:") {
+                ArchiveStore::build(&c.store)?;
+            }
+            Ok(StageView {
+                listen: c.listen.clone(),
+                grpc_listen: None,
+                instance_id: Some(c.instance_id.clone()),
+                partitions: c.kafka.partitions,
+                spill_dir: None,
+                shutdown_timeout_ms: None,
+                keys: None,
+                store_url: Some(c.store.url.clone()),
+            })
         }),
         other => unreachable!("stage {other}"),
     };

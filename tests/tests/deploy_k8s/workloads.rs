@@ -259,6 +259,9 @@ pub(crate) fn check_workloads(
                     || format!("{ctx}: dedup_spill_dir {dir} is not on an emptyDir"),
                 );
             }
+            if let Some(url) = &view.store_url {
+                check_archive_store(r, w, c, &volumes, url, &ctx, p);
+            }
             match (&view.keys, r.flavour) {
                 (Some(Ok(_)), Flavour::Base) => p.fail(format!(
                     "{ctx}: {stage} accepts the base's placeholder keys; they must make it refuse to start"
@@ -286,6 +289,63 @@ pub(crate) fn check_workloads(
     stages
 }
 
+/// The archiver's store: the base holds a marked placeholder (REPLACE_ME)
+/// that every overlay replaces. A filesystem store is the pod's own volume: a
+/// writable emptyDir or PersistentVolumeClaim at its directory (the root
+/// filesystem is read-only), in a workload of one replica, since two pods
+/// would each keep part of the archive and of its checkpoints.
+pub(crate) fn check_archive_store(
+    r: &Rendered,
+    workload: &Value,
+    container: &Value,
+    volumes: &BTreeMap<&str, &Value>,
+    url: &str,
+    ctx: &str,
+    p: &mut Problems,
+) {
+    let placeholder = url.contains("REPLACE_ME");
+    p.check(placeholder == (r.flavour == Flavour::Base), || {
+        if placeholder {
+            format!("{ctx}: store.url {url} still holds the base's placeholder")
+        } else {
+            format!(
+                "{ctx}: store.url {url} must be the marked placeholder (REPLACE_ME) in the base"
+            )
+        }
+    });
+    let dir = match reqwest::Url::parse(url) {
+        Ok(u) if u.scheme() == "file" => u.path().trim_end_matches('/').to_string(),
+        Ok(_) => return,
+        Err(e) => {
+            p.fail(format!("{ctx}: store.url {url:?} is not a URL: {e}"));
+            return;
+        }
+    };
+    let mount = array_at(container, "/volumeMounts")
+        .iter()
+        .filter(|m| {
+            str_at(m, "/mountPath")
+                .is_some_and(|at| Path::new(&dir).starts_with(at.trim_end_matches('/')))
+        })
+        .max_by_key(|m| str_at(m, "/mountPath").map_or(0, str::len));
+    let volume = mount
+        .and_then(|m| str_at(m, "/name"))
+        .and_then(|v| volumes.get(v));
+    let writable = mount.is_some_and(|m| m.get("readOnly") != Some(&Value::Bool(true)))
+        && volume.is_some_and(|v| {
+            v.get("emptyDir").is_some() || v.get("persistentVolumeClaim").is_some()
+        });
+    p.check(writable, || {
+        format!("{ctx}: store.url {url}: {dir} is on no writable emptyDir or PersistentVolumeClaim (the root filesystem is read-only)")
+    });
+    p.check(replicas(workload) == 1, || {
+        format!(
+            "{ctx}: store.url {url} is each pod's own directory, so {} replicas would split the archive and its checkpoints; run one",
+            replicas(workload)
+        )
+    });
+}
+
 /// Replica counts: bounded by the partitions, and what each overlay promises.
 pub(crate) fn check_replicas(
     r: &Rendered,
@@ -293,7 +353,7 @@ pub(crate) fn check_replicas(
     hpa_min: Option<i64>,
     p: &mut Problems,
 ) {
-    for stage in ["processor", "aggregator"] {
+    for stage in ["processor", "aggregator", "archiver"] {
         if let Some((replicas, view)) = stages.get(stage) {
             p.check(*replicas <= i64::from(view.partitions), || {
                 format!(
@@ -310,6 +370,7 @@ pub(crate) fn check_replicas(
                 ("ingest (HPA minReplicas)", hpa_min),
                 ("processor", count("processor")),
                 ("aggregator", count("aggregator")),
+                ("archiver", count("archiver")),
             ] {
                 p.check(n == Some(1), || {
                     format!("dev: {what} should run 1 replica, not {n:?}")
@@ -321,6 +382,7 @@ pub(crate) fn check_replicas(
                 ("ingest (HPA minReplicas)", hpa_min),
                 ("processor", count("processor")),
                 ("aggregator", count("aggregator")),
+                ("archiver", count("archiver")),
             ] {
                 p.check(n.is_some_and(|n| n >= 2), || {
                     format!("prod: {what} needs at least 2 replicas, not {n:?}")
