@@ -135,11 +135,22 @@ impl ArchiveStore {
 
     /// An error that says what failed, where, and the likely cause.
     fn error(&self, doing: &str, path: &Path, e: object_store::Error) -> anyhow::Error {
-        let cause = match &e {
+        // A list answered 401/403 arrives as a generic error: its text says.
+        let text = e.to_string();
+        let refused = matches!(
+            e,
             object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => "credentials refused: ",
-            _ => "",
-        };
+                | object_store::Error::Unauthenticated { .. }
+        ) || [
+            "401 Unauthorized",
+            "403 Forbidden",
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "AccessDenied",
+        ]
+        .iter()
+        .any(|m| text.contains(m));
+        let cause = if refused { "credentials refused: " } else { "" };
         anyhow::anyhow!("{doing} {path} in {}: {cause}{e}", self.url)
     }
 

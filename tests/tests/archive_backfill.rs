@@ -158,11 +158,11 @@ async fn backfill_rebuilds_a_lost_range_exactly_and_is_idempotent() {
     let users_per_name: u64 = NAMES
         .iter()
         .map(|n| {
-            let users: std::collections::BTreeSet<&Value> = fresh
+            let users: std::collections::BTreeSet<&str> = fresh
                 .iter()
                 .chain(&old)
                 .filter(|e| e["name"] == *n)
-                .map(|e| &e["user_id"])
+                .filter_map(|e| e["user_id"].as_str())
                 .collect();
             users.len() as u64
         })
