@@ -54,8 +54,10 @@ fn event(i: usize, start: i64, n: usize) -> Event {
 async fn preload(stack: &Stack, n: usize) -> anyhow::Result<usize> {
     let codec = stack.codec();
     codec.register().await?;
-    let mut kafka = weir_core::kafka::KafkaConfig::default();
-    kafka.brokers = stack.brokers();
+    let kafka = weir_core::kafka::KafkaConfig {
+        brokers: stack.brokers(),
+        ..Default::default()
+    };
     weir_core::topics::ensure_topics(
         &kafka,
         &[weir_core::topics::TopicSpec {
