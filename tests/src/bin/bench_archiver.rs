@@ -43,7 +43,7 @@ fn event(i: usize, start: i64, n: usize) -> Event {
         "user_id": format!("user-{}", i % 5_000), "channel": "web",
         "timestamp": start + (i as i64) * 2 * HOUR / n as i64,
         "properties": {"sku": format!("SKU-{}", i % 800), "price": 19.99, "qty": 1 + i % 3},
-        "context": {"page": {"path": "/products/x", "title": "A product"}, "locale": "en-GB"},
+        "context": {"url": "https://shop.example/products/x", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "locale": "en-GB"},
     });
     weir_ingest::validate::to_event(&v, now_ms(), "bench", &Default::default())
         .expect("a valid event")
