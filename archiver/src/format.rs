@@ -232,7 +232,7 @@ fn decode_parquet(bytes: Bytes) -> anyhow::Result<Vec<ArchivedEvent>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use weir_core::event::{Context, Item, PropertyValue};

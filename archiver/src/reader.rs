@@ -78,6 +78,9 @@ pub async fn tenant_dirs(store: &ArchiveStore) -> anyhow::Result<Vec<Path>> {
         .collect())
 }
 
+/// The end of year 9999, epoch ms.
+const LAST_MS: i64 = 253_402_300_800_000;
+
 /// Every archived event with a timestamp in `[from_ms, to_ms)`, each once:
 /// the live files of every tenant's hours of the range, deduplicated by
 /// (tenant, event id), first copy by position kept.
@@ -86,26 +89,37 @@ pub async fn read_range(
     from_ms: i64,
     to_ms: i64,
 ) -> anyhow::Result<Vec<ArchivedEvent>> {
+    // Past year 9999 a date has no four-digit name; nothing is stored there.
+    let to_ms = to_ms.min(LAST_MS);
     let mut out = Vec::new();
+    if from_ms >= to_ms {
+        return Ok(out);
+    }
+    // The store's listing says which dates and hours exist, so a range of
+    // years costs what the archive holds, not one request per hour. ISO
+    // dates order as strings do.
+    let (first_date, _) = layout::date_and_hour(from_ms);
+    let (last_date, _) = layout::date_and_hour(to_ms - 1);
     for tenant_dir in tenant_dirs(store).await? {
-        let mut hour = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
-        while hour < to_ms {
-            let (date, h) = layout::date_and_hour(hour);
-            let dir = tenant_dir
-                .clone()
-                .join(format!("date={date}"))
-                .clone()
-                .join(format!("hour={h:02}"));
-            let listing = HourListing::read(store, &dir).await?;
-            for file in listing.live() {
-                out.extend(
-                    read_file(store, &file.location)
-                        .await?
-                        .into_iter()
-                        .filter(|e| (from_ms..to_ms).contains(&e.event.timestamp)),
-                );
+        for date_dir in store.list_prefixes(&tenant_dir).await? {
+            let date = date_dir.filename().and_then(|n| n.strip_prefix("date="));
+            if !date.is_some_and(|d| (first_date.as_str()..=last_date.as_str()).contains(&d)) {
+                continue;
             }
-            hour += HOUR_MS;
+            for dir in store.list_prefixes(&date_dir).await? {
+                if !hour_of(&dir).is_some_and(|h| h + HOUR_MS > from_ms && h < to_ms) {
+                    continue;
+                }
+                let listing = HourListing::read(store, &dir).await?;
+                for file in listing.live() {
+                    out.extend(
+                        read_file(store, &file.location)
+                            .await?
+                            .into_iter()
+                            .filter(|e| (from_ms..to_ms).contains(&e.event.timestamp)),
+                    );
+                }
+            }
         }
     }
     Ok(dedup(out))
@@ -136,4 +150,75 @@ pub fn hour_of(dir: &Path) -> Option<i64> {
     let month = time::Month::try_from(u8::try_from(m).ok()?).ok()?;
     let day = time::Date::from_calendar_date(y, month, u8::try_from(d).ok()?).ok()?;
     Some(day.midnight().assume_utc().unix_timestamp() * 1000 + hour * HOUR_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::layout::HourKey;
+
+    const DAY: i64 = 24 * HOUR_MS;
+
+    /// Three events in each of three hours, on two days two years apart.
+    async fn archive() -> (ArchiveStore, [i64; 3]) {
+        let store = ArchiveStore::build(&StoreConfig {
+            url: "memory:///".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let hours = [
+            20_000 * DAY + 5 * HOUR_MS,
+            20_000 * DAY + 6 * HOUR_MS,
+            20_730 * DAY,
+        ];
+        for (k, hour) in hours.iter().enumerate() {
+            let mut events = crate::format::tests::sample(3);
+            for (i, e) in events.iter_mut().enumerate() {
+                e.event.event_id = format!("h{k}-{i}");
+                e.event.timestamp = hour + i as i64 * 1_000;
+            }
+            let refs: Vec<&ArchivedEvent> = events.iter().collect();
+            let name = layout::part_name(0, k as i64 * 3, k as i64 * 3 + 3, Format::Parquet);
+            let dir = HourKey::of("acme", *hour).dir(&store.root);
+            store
+                .put(
+                    &dir.join(name),
+                    crate::format::encode(Format::Parquet, &refs).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        (store, hours)
+    }
+
+    fn ids(events: &[ArchivedEvent]) -> Vec<&str> {
+        let mut ids: Vec<&str> = events.iter().map(|e| e.event.event_id.as_str()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn a_range_reads_the_events_of_its_hours_only() {
+        let (store, [h0, h1, _]) = archive().await;
+        let one_hour = read_range(&store, h1, h1 + HOUR_MS).await.unwrap();
+        assert_eq!(ids(&one_hour), ["h1-0", "h1-1", "h1-2"]);
+        // Mid-hour bounds cut by event time.
+        let cut = read_range(&store, h0 + 1_000, h1 + 1_000).await.unwrap();
+        assert_eq!(ids(&cut), ["h0-1", "h0-2", "h1-0"]);
+        assert!(read_range(&store, h1, h1).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_range_of_millennia_reads_what_the_archive_holds() {
+        let (store, _) = archive().await;
+        let all = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            read_range(&store, i64::MIN / 2, i64::MAX / 2),
+        )
+        .await
+        .expect("a wide range costs listings, not one request per hour")
+        .unwrap();
+        assert_eq!(all.len(), 9);
+    }
 }

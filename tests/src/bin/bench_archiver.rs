@@ -24,8 +24,9 @@ use weir_archiver::reader;
 use weir_archiver::record::ArchivedEvent;
 use weir_archiver::store::ArchiveStore;
 use weir_core::event::Event;
+use weir_ingest::acked_producer::AckedProducer;
 use weir_tests::archive::{archiver_stage, backfill, S3Server};
-use weir_tests::load::{now_ms, RetryingProducer};
+use weir_tests::load::now_ms;
 use weir_tests::Stack;
 
 #[global_allocator]
@@ -67,10 +68,14 @@ async fn preload(stack: &Stack, n: usize) -> anyhow::Result<usize> {
         }],
     )
     .await?;
-    let mut producer = RetryingProducer::new(&stack.brokers())?;
+    // One producer and no resend: a retried chunk would land twice and
+    // make the raw consume and the archiver read different counts.
+    let mut cfg = weir_ingest::config::IngestConfig::default();
+    cfg.kafka = kafka;
+    let producer = AckedProducer::new(&weir_ingest::producer_config(&cfg))?;
     let start = now_ms() - 3 * HOUR;
     let mut avro_bytes = 0;
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+    for (c, chunk) in (0..n).collect::<Vec<_>>().chunks(5_000).enumerate() {
         let mut records = vec![];
         for &i in chunk {
             let e = event(i, start, n);
@@ -79,8 +84,16 @@ async fn preload(stack: &Stack, n: usize) -> anyhow::Result<usize> {
             records.push((e.event_id.clone(), payload));
         }
         producer
-            .send("events.clean", &records, Duration::from_secs(60))
+            .send_all(
+                "events.clean",
+                records.iter().map(|(k, p)| (k.as_bytes(), p.as_slice())),
+                None,
+                Duration::from_secs(60),
+            )
             .await?;
+        if c % 10 == 9 {
+            eprintln!("preloaded {} of {n}", (c + 1) * 5_000);
+        }
     }
     Ok(avro_bytes)
 }
@@ -96,7 +109,12 @@ fn raw_consume(stack: &Stack, n: usize) -> anyhow::Result<f64> {
         .create()?;
     consumer.subscribe(&["events.clean"])?;
     let (mut done, mut started) = (0usize, None);
+    let deadline = Instant::now() + Duration::from_secs(900);
     while done < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "raw consume read {done} of {n} records in 15 minutes"
+        );
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
             let m = m?;
             started.get_or_insert_with(Instant::now);
@@ -146,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
     let stack = Stack::start().await;
     let s3 = S3Server::start(&stack).await;
     let avro_bytes = preload(&stack, n).await?;
+    eprintln!("preloaded {n} events; raw consume");
 
     let raw = {
         let s = &stack;
@@ -157,7 +176,9 @@ async fn main() -> anyhow::Result<()> {
         url: format!("file://{}", dir.display()),
         ..Default::default()
     };
+    eprintln!("raw consume: {raw:.0}/s; archiver to a directory");
     let on_fs = archive(&stack, "fs", &fs_store, n).await;
+    eprintln!("archiver to a directory: {on_fs:.0}/s; archiver to S3");
     let s3_store = s3.store("bench", Format::Parquet);
     let on_s3 = archive(&stack, "s3", &s3_store, n).await;
 
