@@ -36,11 +36,30 @@ const HOUR: i64 = 3_600_000;
 /// Events per file in the bytes-per-event comparison.
 const FILE_EVENTS: usize = 100_000;
 
+/// A UUID-shaped id with no pattern a column encoding could exploit, as an
+/// SDK's random v4 ids have (sequential ids would flatter the formats).
+fn random_id(i: usize) -> String {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let (a, b) = (mix(i as u64 * 2 + 1), mix(i as u64 * 2 + 2));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
 /// An event as a shop's SDK sends it: a few properties, a page context.
 fn event(i: usize, start: i64, n: usize) -> Event {
     let name = ["shop.view", "shop.cart_add", "shop.checkout"][i % 3];
     let v = serde_json::json!({
-        "event_id": format!("bench-{i}"), "name": name,
+        "event_id": random_id(i), "name": name,
         "user_id": format!("user-{}", i % 5_000), "channel": "web",
         "timestamp": start + (i as i64) * 2 * HOUR / n as i64,
         "properties": {"sku": format!("SKU-{}", i % 800), "price": 19.99, "qty": 1 + i % 3},
@@ -70,8 +89,10 @@ async fn preload(stack: &Stack, n: usize) -> anyhow::Result<usize> {
     .await?;
     // One producer and no resend: a retried chunk would land twice and
     // make the raw consume and the archiver read different counts.
-    let mut cfg = weir_ingest::config::IngestConfig::default();
-    cfg.kafka = kafka;
+    let cfg = weir_ingest::config::IngestConfig {
+        kafka,
+        ..Default::default()
+    };
     let producer = AckedProducer::new(&weir_ingest::producer_config(&cfg))?;
     let start = now_ms() - 3 * HOUR;
     let mut avro_bytes = 0;
@@ -232,6 +253,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (ok, out) = backfill(&stack, &fs_store, from, to, &["--allow-recent"]);
     anyhow::ensure!(ok, "backfill failed: {out}");
+    eprintln!("backfill: {out}");
     let backfilled = n as f64 / started.elapsed().as_secs_f64();
 
     println!(
