@@ -52,6 +52,11 @@ impl Aggregator {
             metrics::counter!("weir_aggregator_late_events_total", "outcome" => outcome)
                 .increment(0);
         }
+        let t = &cfg.topics;
+        for topic in [&t.clean, &t.aggregates, &t.late, &t.invalid] {
+            metrics::counter!("weir_aggregator_undecodable_total", "topic" => topic.clone())
+                .increment(0);
+        }
         anyhow::ensure!(!cfg.instance_id.is_empty(), "instance_id must not be empty");
         let session_timeout = cfg.session_timeout_ms.to_string();
         let consumer: StreamConsumer = cfg

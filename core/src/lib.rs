@@ -10,6 +10,7 @@ pub mod api_keys;
 pub mod codec;
 pub mod config;
 pub mod event;
+pub mod group_lag;
 pub mod headers;
 pub mod health;
 pub mod kafka;

@@ -5,7 +5,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 STATE="${WEIR_LOCAL_DIR:-$ROOT/.local}"
 [ -f "$STATE/pids" ] || { echo "[weir] nothing is running"; exit 0; }
-for name in ingest processor aggregator archiver kafka registry clickhouse; do
+for name in prometheus alertmanager smtp ingest processor aggregator archiver kafka registry clickhouse; do
   for pid in $(awk -v n="$name" '$2 == n {print $1}' "$STATE/pids"); do
     kill -TERM "$pid" 2>/dev/null || continue
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done

@@ -131,5 +131,47 @@ if [ "$("$K8S_VENV/bin/kubernetes-validate" --version 2>/dev/null)" != "$K8S_VAL
     "kubernetes-validate==$K8S_VALIDATE_VERSION"
 fi
 # ---------------------------------------------------------------------------
+# Monitoring (deploy/prometheus, tests/tests/alerts*): Prometheus 2.42 with
+# promtool and Alertmanager 0.25 from Debian's prometheus and
+# prometheus-alertmanager packages, unpacked into the cache like kubectl
+# (installing them would start system services), and PyPI's aiosmtpd, the
+# SMTP server the alert tests read Alertmanager's e-mails from.
+# Debian's Alertmanager reads its built-in notification templates from
+# /usr/share/prometheus/alertmanager/ rather than from the binary; they come
+# from the package's -dev source package, and are the one thing put outside
+# the cache.
+MON_DIR="$TOOLS/monitoring"
+AM_SHARE=/usr/share/prometheus/alertmanager
+if ! "$MON_DIR/bin/promtool" --version 2>/dev/null | grep -q 'version 2\.42\.' \
+  || ! "$MON_DIR/bin/alertmanager" --version 2>/dev/null | grep -q 'version 0\.25\.' \
+  || [ ! -f "$AM_SHARE/default.tmpl" ] || [ ! -f "$AM_SHARE/email.tmpl" ]; then
+  log "prometheus 2.42 and alertmanager 0.25 (Debian) into $MON_DIR/bin"
+  deb_dir="$(mktemp -d)"
+  apt_opts=(-qq)
+  if [ "$(id -u)" = 0 ]; then apt_opts+=(-o APT::Sandbox::User=root); fi
+  mon_debs=(prometheus prometheus-alertmanager golang-github-prometheus-alertmanager-dev)
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  if ! (cd "$deb_dir" && apt-get download "${apt_opts[@]}" "${mon_debs[@]}" >/dev/null 2>&1); then
+    $SUDO apt-get update -qq
+    (cd "$deb_dir" && apt-get download "${apt_opts[@]}" "${mon_debs[@]}" >/dev/null)
+  fi
+  rm -rf "$MON_DIR" && mkdir -p "$MON_DIR/bin"
+  for deb in "$deb_dir"/*.deb; do dpkg-deb -x "$deb" "$deb_dir/x"; done
+  mv -f "$deb_dir/x/usr/bin/prometheus" "$deb_dir/x/usr/bin/promtool" "$MON_DIR/bin/"
+  mv -f "$deb_dir/x/usr/bin/prometheus-alertmanager" "$MON_DIR/bin/alertmanager"
+  mv -f "$deb_dir/x/usr/bin/amtool" "$MON_DIR/bin/"
+  $SUDO mkdir -p "$AM_SHARE"
+  $SUDO cp "$deb_dir"/x/usr/share/gocode/src/github.com/prometheus/alertmanager/template/{default,email}.tmpl "$AM_SHARE/"
+  rm -rf "$deb_dir"
+fi
+AIOSMTPD_VERSION=1.4.6
+SMTP_VENV="$TOOLS/venv-smtp"
+if [ "$("$SMTP_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("aiosmtpd"))' 2>/dev/null)" != "$AIOSMTPD_VERSION" ]; then
+  log "pip: aiosmtpd==$AIOSMTPD_VERSION into $SMTP_VENV"
+  rm -rf "$SMTP_VENV"
+  python3 -m venv "$SMTP_VENV"
+  "$SMTP_VENV/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
+fi
+# ---------------------------------------------------------------------------
 
 log "tools ready in $TOOLS/bin"

@@ -5,6 +5,10 @@
 #   part.sh clickhouse PORT DATA_DIR
 #   part.sh s3         PORT DATA_DIR   (bucket `weir-archive`; keys from
 #                                       WEIR_S3_ACCESS_KEY/WEIR_S3_SECRET_KEY)
+#   part.sh prometheus   PORT DATA_DIR CONFIG_DIR   (monitoring-config.sh writes
+#   part.sh alertmanager PORT DATA_DIR CONFIG_DIR    CONFIG_DIR)
+#   part.sh smtp       PORT MAIL_DIR   (an SMTP server that keeps every message
+#                                       in MAIL_DIR/new/, a Maildir)
 # It execs the server, so the caller's pid is the server's (kill -9 hits it).
 set -euo pipefail
 TOOLS="${WEIR_TOOLS:-$HOME/.cache/weir/tools}"
@@ -26,5 +30,21 @@ case "$part" in
     mkdir -p "$3/weir-archive"
     exec "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$port" \
       --access-key "${WEIR_S3_ACCESS_KEY:-weir}" --secret-key "${WEIR_S3_SECRET_KEY:-weir-local-secret}" "$3" ;;
-  *) echo "unknown part: $part (kafka, registry, clickhouse or s3)" >&2; exit 2 ;;
+  prometheus)
+    mkdir -p "$3"
+    exec "$TOOLS/monitoring/bin/prometheus" --config.file="$4/prometheus.yml" \
+      --storage.tsdb.path="$3" --web.listen-address="127.0.0.1:$port" \
+      --web.enable-lifecycle --log.level=warn ;;
+  alertmanager)
+    # No cluster port: one Alertmanager alone, and nothing else bound.
+    mkdir -p "$3"
+    exec "$TOOLS/monitoring/bin/alertmanager" --config.file="$4/alertmanager.yml" \
+      --storage.path="$3" --web.listen-address="127.0.0.1:$port" \
+      --cluster.listen-address= --log.level=warn ;;
+  smtp)
+    # A Maildir: messages are written to tmp/ and moved to new/.
+    mkdir -p "$3/tmp" "$3/new" "$3/cur"
+    exec "$TOOLS/venv-smtp/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" \
+      -c aiosmtpd.handlers.Mailbox "$3" ;;
+  *) echo "unknown part: $part (kafka, registry, clickhouse, s3, prometheus, alertmanager or smtp)" >&2; exit 2 ;;
 esac

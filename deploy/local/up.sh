@@ -10,6 +10,10 @@ STATE="${WEIR_LOCAL_DIR:-$ROOT/.local}"
 KAFKA_PORT="${KAFKA_PORT:-9092}" REGISTRY_PORT="${REGISTRY_PORT:-8081}" CLICKHOUSE_PORT="${CLICKHOUSE_PORT:-8123}"
 INGEST_PORT="${INGEST_PORT:-8080}" PROCESSOR_PORT="${PROCESSOR_PORT:-9102}" AGGREGATOR_PORT="${AGGREGATOR_PORT:-8090}"
 ARCHIVER_PORT="${ARCHIVER_PORT:-8091}"
+PROMETHEUS_PORT="${PROMETHEUS_PORT:-9090}" ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-9093}" SMTP_PORT="${SMTP_PORT:-2525}"
+# Prometheus with weir's alert rules, Alertmanager and a local mailbox for
+# the alert e-mails; they start in about a second. WEIR_MONITORING=0 skips them.
+MONITORING="${WEIR_MONITORING:-1}"
 PROFILE="${WEIR_PROFILE:-debug}"
 
 log() { printf '[weir] %s\n' "$*" >&2; }
@@ -21,7 +25,9 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE"
 
 mkdir -p "$STATE/logs"
 : > "$STATE/pids"
-for port in "$KAFKA_PORT" "$REGISTRY_PORT" "$CLICKHOUSE_PORT" "$INGEST_PORT" "$PROCESSOR_PORT" "$AGGREGATOR_PORT" "$ARCHIVER_PORT"; do
+ports=("$KAFKA_PORT" "$REGISTRY_PORT" "$CLICKHOUSE_PORT" "$INGEST_PORT" "$PROCESSOR_PORT" "$AGGREGATOR_PORT" "$ARCHIVER_PORT")
+[ "$MONITORING" = 1 ] && ports+=("$PROMETHEUS_PORT" "$ALERTMANAGER_PORT" "$SMTP_PORT")
+for port in "${ports[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     log "port $port is in use; set the *_PORT variables to free ones"; exit 1
   fi
@@ -66,6 +72,18 @@ wait_http "http://127.0.0.1:$INGEST_PORT/readyz" ingest
 wait_http "http://127.0.0.1:$PROCESSOR_PORT/readyz" processor
 wait_http "http://127.0.0.1:$AGGREGATOR_PORT/readyz" aggregator
 wait_http "http://127.0.0.1:$ARCHIVER_PORT/readyz" archiver
+if [ "$MONITORING" = 1 ]; then
+  log "starting Prometheus on $PROMETHEUS_PORT (weir's alert rules), Alertmanager on $ALERTMANAGER_PORT, alert mail to $STATE/mail/new/"
+  WEIR_SCRAPE_INGEST="127.0.0.1:$INGEST_PORT" WEIR_SCRAPE_PROCESSOR="127.0.0.1:$PROCESSOR_PORT" \
+    WEIR_SCRAPE_AGGREGATOR="127.0.0.1:$AGGREGATOR_PORT" WEIR_SCRAPE_ARCHIVER="127.0.0.1:$ARCHIVER_PORT" \
+    WEIR_ALERTMANAGER="127.0.0.1:$ALERTMANAGER_PORT" WEIR_SMTP="127.0.0.1:$SMTP_PORT" \
+    "$HERE/monitoring-config.sh" "$STATE/monitoring"
+  start smtp "$HERE/part.sh" smtp "$SMTP_PORT" "$STATE/mail"
+  start alertmanager "$HERE/part.sh" alertmanager "$ALERTMANAGER_PORT" "$STATE/alertmanager" "$STATE/monitoring"
+  start prometheus "$HERE/part.sh" prometheus "$PROMETHEUS_PORT" "$STATE/prometheus" "$STATE/monitoring"
+  wait_http "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" alertmanager
+  wait_http "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" prometheus
+fi
 grep -h "commit mode chosen" "$STATE/logs/processor.log" | sed 's/^/[weir] processor: /' >&2 || true
 
 log "sending demo events: 12 events, 2 of them re-sent duplicates, from 3 users"
@@ -92,4 +110,5 @@ for name in page_view cart.add; do
 done
 log "the stack keeps running: ingest http://127.0.0.1:$INGEST_PORT (write key $WRITE_KEY), query API http://127.0.0.1:$AGGREGATOR_PORT (read key $READ_KEY; docs at /docs)"
 log "the archive is in $STATE/archive (files roll every 60 s; docs/archive.md)"
+[ "$MONITORING" = 1 ] && log "Prometheus http://127.0.0.1:$PROMETHEUS_PORT (alerts at /alerts), Alertmanager http://127.0.0.1:$ALERTMANAGER_PORT; alert e-mails land in $STATE/mail/new/ (docs/runbooks.md)"
 log "logs in $STATE/logs; stop everything with deploy/local/down.sh"

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use weir_core::api_keys::AuthConfig;
+use weir_core::group_lag::{LagWatchConfig, WatchedGroup};
 use weir_core::kafka::KafkaConfig;
 use weir_core::ops::HttpConfig;
 use weir_core::telemetry::TelemetryConfig;
@@ -60,6 +61,8 @@ pub struct IngestConfig {
     pub http: HttpConfig,
     pub kafka: KafkaConfig,
     pub topics: Topics,
+    /// The processor's group, watched from the broker (`group_lag`).
+    pub lag_watch: LagWatchConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -87,12 +90,22 @@ impl Default for IngestConfig {
             http: HttpConfig::default(),
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
+            lag_watch: LagWatchConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
 }
 
 impl IngestConfig {
+    /// The groups ingest watches: the processor's, on `events.raw`.
+    pub fn watched_groups(&self) -> Vec<WatchedGroup> {
+        self.lag_watch.groups_or(vec![WatchedGroup {
+            stage: "processor".into(),
+            group: "weir-processor".into(),
+            topics: vec![self.topics.raw.clone()],
+        }])
+    }
+
     /// The limits `validate` applies to each event under these settings.
     pub fn limits(&self) -> crate::validate::Limits {
         crate::validate::Limits {

@@ -22,6 +22,10 @@ async fn main() -> anyhow::Result<()> {
         for check in gateway.sink.clone().health_checks() {
             svc.poll(check);
         }
+        weir_core::group_lag::GroupLagWatch::build(&cfg.kafka, cfg.watched_groups())?.spawn(
+            std::time::Duration::from_millis(cfg.lag_watch.interval_ms),
+            svc.shutdown.clone(),
+        );
         let app = weir_ingest::http::router(gateway.http.clone()).merge(svc.ops_router());
         if !cfg.grpc_listen.is_empty() {
             let addr: std::net::SocketAddr = cfg.grpc_listen.parse()?;

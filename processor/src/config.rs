@@ -3,6 +3,7 @@
 use crate::partition::TimeRules;
 use crate::window::WindowAssigner;
 use serde::{Deserialize, Serialize};
+use weir_core::group_lag::{LagWatchConfig, WatchedGroup};
 use weir_core::kafka::KafkaConfig;
 use weir_core::telemetry::TelemetryConfig;
 use weir_core::topics::Topics;
@@ -73,6 +74,9 @@ pub struct ProcessorConfig {
     pub http: weir_core::ops::HttpConfig,
     pub kafka: KafkaConfig,
     pub topics: Topics,
+    /// The aggregator's and the archiver's groups, watched from the broker
+    /// (`group_lag`).
+    pub lag_watch: LagWatchConfig,
     pub telemetry: TelemetryConfig,
 }
 
@@ -105,6 +109,7 @@ impl Default for ProcessorConfig {
             http: Default::default(),
             kafka: KafkaConfig::default(),
             topics: Topics::default(),
+            lag_watch: LagWatchConfig::default(),
             telemetry: TelemetryConfig::default(),
         }
     }
@@ -165,6 +170,29 @@ impl ProcessorConfig {
 }
 
 impl ProcessorConfig {
+    /// The groups the processor watches: the readers of what it writes, the
+    /// aggregator (every output it counts from) and the archiver.
+    pub fn watched_groups(&self) -> Vec<WatchedGroup> {
+        let t = &self.topics;
+        self.lag_watch.groups_or(vec![
+            WatchedGroup {
+                stage: "aggregator".into(),
+                group: "weir-aggregator".into(),
+                topics: vec![
+                    t.clean.clone(),
+                    t.aggregates.clone(),
+                    t.late.clone(),
+                    t.invalid.clone(),
+                ],
+            },
+            WatchedGroup {
+                stage: "archiver".into(),
+                group: "weir-archiver".into(),
+                topics: vec![t.clean.clone()],
+            },
+        ])
+    }
+
     /// The time semantics these settings give the pure core.
     pub fn time_rules(&self) -> TimeRules {
         TimeRules {

@@ -1,5 +1,6 @@
 //! `processor`: the thin binary around `weir_processor`.
 
+use weir_core::group_lag::GroupLagWatch;
 use weir_core::{ops, service};
 use weir_processor::config::ProcessorConfig;
 use weir_processor::runtime::Processor;
@@ -58,6 +59,8 @@ async fn main() -> anyhow::Result<()> {
                 svc.shutdown.clone(),
                 cfg.http.clone(),
             ));
+            let watch = GroupLagWatch::build(&cfg.kafka, cfg.watched_groups())?;
+            let watch_every = std::time::Duration::from_millis(cfg.lag_watch.interval_ms);
             let Some(processor) = svc
                 .until_shutdown(Processor::build(cfg))
                 .await
@@ -65,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
             else {
                 return Ok(());
             };
+            watch.spawn(watch_every, svc.shutdown.clone());
             let ready = svc.health.component("processor");
             let result = processor.run(ready, svc.shutdown.clone()).await;
             svc.shutdown.cancel();

@@ -63,7 +63,10 @@ pub fn metrics() -> Vec<(String, String)> {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         for name in cells[1].split('`').filter(|w| w.starts_with("weir_")) {
             let name = name.split('{').next().unwrap();
-            out.push((cells[2].to_string(), name.to_string()));
+            // A metric several stages export names them all: `ingest, processor`.
+            for stage in cells[2].split(',') {
+                out.push((stage.trim().to_string(), name.to_string()));
+            }
         }
     }
     assert!(

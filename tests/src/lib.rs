@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod docs;
 pub mod load;
+pub mod monitoring;
 pub mod pipeline;
 pub mod stack;
 

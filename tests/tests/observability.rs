@@ -8,7 +8,7 @@
 //! that stage's `/metrics`.
 
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -338,7 +338,7 @@ async fn documented_metrics_are_exported(
     ] {
         pages.insert(stage, at.metrics_text().await);
     }
-    for (stage, name) in documented {
+    for (stage, name) in &documented {
         let text = pages
             .get(stage.as_str())
             .unwrap_or_else(|| panic!("{name}: unknown stage {stage:?} in docs/operations.md"));
@@ -350,5 +350,26 @@ async fn documented_metrics_are_exported(
             exported,
             "{stage} does not export {name}, which docs/operations.md documents"
         );
+    }
+    // And the other way: every weir_ metric a stage exports is documented
+    // for that stage (a histogram's _bucket, _sum and _count under its name).
+    for (stage, text) in &pages {
+        let exported: BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("weir_"))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        for name in exported {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| documented.contains(&(stage.to_string(), b.to_string())));
+            let known =
+                base.is_some() || documented.contains(&(stage.to_string(), name.to_string()));
+            assert!(
+                known,
+                "{stage} exports {name}, which docs/operations.md does not document for it"
+            );
+        }
     }
 }
