@@ -103,6 +103,9 @@ impl Aggregator {
                 }
             };
             let (batch, ()) = tokio::join!(self.read_batch(&shutdown), flush);
+            // A batch read by a consumer that failed fatally is not committed:
+            // whoever takes the partitions reads it again.
+            let batch = batch.inspect_err(|e| ready.not_ready(e.to_string()))?;
             if shutdown.is_cancelled() {
                 // What was read is inserted and committed before the exit.
                 self.flush(batch, &ready, &shutdown).await;
@@ -115,8 +118,12 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Reads until the batch is full, its interval is up, or shutdown.
-    async fn read_batch(&self, shutdown: &CancellationToken) -> Batch {
+    /// Reads until the batch is full, its interval is up, or shutdown; fails
+    /// only when the consumer can read nothing more.
+    async fn read_batch(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<Batch, weir_core::kafka::FatalConsumerError> {
         let mut batch = Batch::default();
         let interval = Duration::from_millis(self.cfg.clickhouse.batch_interval_ms);
         let deadline = tokio::time::Instant::now() + interval;
@@ -125,13 +132,13 @@ impl Aggregator {
                 _ = shutdown.cancelled() => break,
                 r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
                     Err(_) => break,
-                    Ok(Err(e)) => { tracing::warn!(error = %e, "consumer error"); continue; }
+                    Ok(Err(e)) => { weir_core::kafka::consumer_error(e)?; continue; }
                     Ok(Ok(m)) => m.detach(),
                 },
             };
             self.add(&mut batch, msg, shutdown).await;
         }
-        batch
+        Ok(batch)
     }
 
     async fn add(&self, batch: &mut Batch, msg: OwnedMessage, shutdown: &CancellationToken) {

@@ -174,7 +174,9 @@ impl Archiver {
             self.apply_changes();
             match msg {
                 Err(_) => {} // the interval is up
-                Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                // Nothing read since the last checkpoint is lost: it is read
+                // again by whoever takes the partitions.
+                Ok(Err(e)) => weir_core::kafka::consumer_error(e)?,
                 Ok(Ok(m)) => self.add(&m, &ready, &shutdown).await,
             }
             let due = self.opened.is_some_and(|t| t.elapsed() >= interval);

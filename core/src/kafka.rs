@@ -70,3 +70,42 @@ pub fn cached_end_offset<C: rdkafka::consumer::ConsumerContext>(
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some(high)
 }
+
+/// A consumer error after which the consumer reads nothing more. The one a
+/// stage meets in practice: another instance joined the group with the same
+/// `group.instance.id` (two pods with one `instance_id`), and the broker
+/// fenced this one. Staying up would leave a ready stage that reads nothing,
+/// so the stage stops with this error, and its supervisor restarts it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the Kafka consumer failed fatally and reads nothing more ({0}); if another \
+     instance with this instance_id joined the group, give each instance its own"
+)]
+pub struct FatalConsumerError(pub rdkafka::error::KafkaError);
+
+/// Sorts a consumer error: a fatal one is returned for the stage to stop on;
+/// any other is logged, and the client recovers from it by itself.
+pub fn consumer_error(e: rdkafka::error::KafkaError) -> Result<(), FatalConsumerError> {
+    match e {
+        rdkafka::error::KafkaError::MessageConsumptionFatal(_) => Err(FatalConsumerError(e)),
+        e => {
+            tracing::warn!(error = %e, "consumer error");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn only_fatal_consumer_errors_stop_a_stage() {
+        let fenced = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId);
+        let stop = consumer_error(fenced).unwrap_err();
+        assert!(stop.to_string().contains("instance_id"), "{stop}");
+        let transient = KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(consumer_error(transient).is_ok());
+    }
+}

@@ -6,7 +6,8 @@
 # beside it; alertmanager.yml e-mails every weir alert through an SMTP server
 # with deploy/prometheus/email.tmpl. Addresses and timings come from the
 # environment, defaults in brackets:
-#   WEIR_SCRAPE_INGEST      [127.0.0.1:8080]  comma-separated host:port lists
+#   WEIR_SCRAPE_INGEST      [127.0.0.1:8080]  comma-separated host:port lists;
+#                                             set but empty: the stage is not scraped
 #   WEIR_SCRAPE_PROCESSOR   [127.0.0.1:9102]
 #   WEIR_SCRAPE_AGGREGATOR  [127.0.0.1:8090]
 #   WEIR_SCRAPE_ARCHIVER    [127.0.0.1:8091]
@@ -41,11 +42,12 @@ interval="${WEIR_SCRAPE_INTERVAL:-15s}"
   echo "scrape_configs:"
   for stage in ingest processor aggregator archiver; do
     case $stage in
-      ingest) t="${WEIR_SCRAPE_INGEST:-127.0.0.1:8080}" ;;
-      processor) t="${WEIR_SCRAPE_PROCESSOR:-127.0.0.1:9102}" ;;
-      aggregator) t="${WEIR_SCRAPE_AGGREGATOR:-127.0.0.1:8090}" ;;
-      archiver) t="${WEIR_SCRAPE_ARCHIVER:-127.0.0.1:8091}" ;;
+      ingest) t="${WEIR_SCRAPE_INGEST-127.0.0.1:8080}" ;;
+      processor) t="${WEIR_SCRAPE_PROCESSOR-127.0.0.1:9102}" ;;
+      aggregator) t="${WEIR_SCRAPE_AGGREGATOR-127.0.0.1:8090}" ;;
+      archiver) t="${WEIR_SCRAPE_ARCHIVER-127.0.0.1:8091}" ;;
     esac
+    [ -n "$t" ] || continue
     echo "- job_name: $stage"
     echo "  static_configs:"
     echo "  - targets: $(targets "$t")"

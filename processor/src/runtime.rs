@@ -185,6 +185,13 @@ impl Processor {
         while !shutdown.is_cancelled() {
             match self.one_batch(interval, &shutdown).await {
                 Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) if e.is::<weir_core::kafka::FatalConsumerError>() => {
+                    // Rewinding cannot help a consumer that reads nothing
+                    // more; the open transaction dies with the producer.
+                    ready.not_ready(format!("{e:#}"));
+                    tracing::error!(error = %format!("{e:#}"), "stopping");
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "batch failed; aborting and rewinding to the last commit");
                     metrics::counter!("weir_processor_aborts_total").increment(1);
@@ -229,7 +236,7 @@ impl Processor {
             self.drop_if_revoked()?;
             match msg {
                 Ok(m) => self.handle(&m).await?,
-                Err(e) => tracing::warn!(error = %e, "consumer error"),
+                Err(e) => weir_core::kafka::consumer_error(e)?,
             }
         }
         self.drop_if_revoked()?;

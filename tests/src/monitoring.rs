@@ -66,3 +66,313 @@ pub fn render_prometheus_rule(rules: &str) -> String {
 pub fn rules_source() -> String {
     std::fs::read_to_string(repo_root().join(RULES)).expect("deploy/prometheus/rules.yml")
 }
+
+/// The rule file with every duration (`for:`, range selectors, `offset`)
+/// divided by `divisor`, whole seconds at least: the end-to-end alert test
+/// runs an hour of alerting in a minute. Thresholds are left as they are.
+pub fn scale_durations(rules: &str, divisor: u64) -> String {
+    fn scaled(num: &str, unit: &str, divisor: u64) -> String {
+        let n: u64 = num.parse().expect("a duration");
+        let secs = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86_400,
+            other => panic!("duration unit {other} in the rule file"),
+        };
+        format!("{}s", (secs / divisor).max(1))
+    }
+    // Replaces every `<digits><unit>` in `text` (units s, m, h, d; `ms` is
+    // not used by the rules).
+    fn scale_all(text: &str, divisor: u64) -> String {
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = String::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let starts = chars[i].is_ascii_digit()
+                && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_'));
+            if starts {
+                let mut j = i;
+                while j < chars.len() && chars[j].is_ascii_digit() {
+                    j += 1;
+                }
+                let unit_ok = j < chars.len()
+                    && "smhd".contains(chars[j])
+                    && (j + 1 == chars.len() || !chars[j + 1].is_alphanumeric());
+                if unit_ok {
+                    let num: String = chars[i..j].iter().collect();
+                    out.push_str(&scaled(&num, &chars[j].to_string(), divisor));
+                    i = j + 1;
+                    continue;
+                }
+                out.extend(&chars[i..j]);
+                i = j;
+                continue;
+            }
+            out.push(chars[i]);
+            i += 1;
+        }
+        out
+    }
+    let mut out = String::new();
+    let mut in_expr = false;
+    for line in rules.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.starts_with("expr:") {
+            in_expr = true;
+        } else if in_expr && !trimmed.is_empty() && indent <= 4 {
+            in_expr = false;
+        }
+        let scaled_line = if trimmed.starts_with('#') {
+            line.to_string()
+        } else if let Some(v) = trimmed.strip_prefix("for: ") {
+            format!("{}for: {}", &line[..indent], scale_all(v, divisor))
+        } else if in_expr {
+            // Only inside `[...]` and after `offset`: numbers elsewhere in an
+            // expression are thresholds.
+            let mut s = String::new();
+            let mut rest = line;
+            while let Some(open) = rest.find('[') {
+                let close = rest[open..].find(']').map_or(rest.len(), |c| open + c + 1);
+                s.push_str(&rest[..open]);
+                s.push_str(&scale_all(&rest[open..close], divisor));
+                rest = &rest[close..];
+            }
+            s.push_str(rest);
+            match s.find("offset ") {
+                Some(at) => {
+                    let (head, tail) = s.split_at(at + "offset ".len());
+                    let end = tail.find(' ').unwrap_or(tail.len());
+                    format!("{head}{}{}", scale_all(&tail[..end], divisor), &tail[end..])
+                }
+                None => s,
+            }
+        } else {
+            line.to_string()
+        };
+        out.push_str(&scaled_line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Where each stage serves `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub ingest: Vec<u16>,
+    pub processor: Vec<u16>,
+    pub aggregator: Vec<u16>,
+    pub archiver: Vec<u16>,
+}
+
+/// An alert e-mail as the SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub subject: String,
+    /// The text part (`deploy/prometheus/email.tmpl`'s `weir.email.text`).
+    pub text: String,
+}
+
+/// Prometheus, Alertmanager and an SMTP server, configured by
+/// `deploy/local/monitoring-config.sh` with weir's rule file (its durations
+/// divided by `time_divisor`) and started by `deploy/local/part.sh`.
+pub struct Monitoring {
+    pub prometheus: crate::stack::Proc,
+    pub alertmanager: crate::stack::Proc,
+    pub smtp: crate::stack::Proc,
+    pub prometheus_port: u16,
+    pub mail_dir: PathBuf,
+}
+
+impl Monitoring {
+    pub async fn start(dir: &std::path::Path, targets: &Targets, time_divisor: u64) -> Self {
+        use crate::stack::{free_port, Proc};
+        let (prometheus_port, alertmanager_port, smtp_port) =
+            (free_port(), free_port(), free_port());
+        let config = dir.join("monitoring");
+        let list = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let status =
+            std::process::Command::new(repo_root().join("deploy/local/monitoring-config.sh"))
+                .arg(&config)
+                .env("WEIR_SCRAPE_INGEST", list(&targets.ingest))
+                .env("WEIR_SCRAPE_PROCESSOR", list(&targets.processor))
+                .env("WEIR_SCRAPE_AGGREGATOR", list(&targets.aggregator))
+                .env("WEIR_SCRAPE_ARCHIVER", list(&targets.archiver))
+                .env(
+                    "WEIR_ALERTMANAGER",
+                    format!("127.0.0.1:{alertmanager_port}"),
+                )
+                .env("WEIR_SMTP", format!("127.0.0.1:{smtp_port}"))
+                .env("WEIR_SCRAPE_INTERVAL", "1s")
+                .env("WEIR_ALERT_GROUP_WAIT", "1s")
+                .env("WEIR_ALERT_GROUP_INTERVAL", "2s")
+                .status()
+                .expect("monitoring-config.sh runs");
+        assert!(status.success(), "monitoring-config.sh failed");
+        std::fs::write(
+            config.join("rules.yml"),
+            scale_durations(&rules_source(), time_divisor),
+        )
+        .unwrap();
+        let part = |name: &str, port: u16, data: &str, with_config: bool| {
+            let mut cmd = vec![
+                repo_root()
+                    .join("deploy/local/part.sh")
+                    .display()
+                    .to_string(),
+                name.to_string(),
+                port.to_string(),
+                dir.join(data).display().to_string(),
+            ];
+            if with_config {
+                cmd.push(config.display().to_string());
+            }
+            Proc::spawn(name, cmd, vec![], dir.join(format!("{name}.log")))
+        };
+        let smtp = part("smtp", smtp_port, "mail", false);
+        let alertmanager = part("alertmanager", alertmanager_port, "alertmanager", true);
+        let prometheus = part("prometheus", prometheus_port, "prometheus", true);
+        let m = Self {
+            prometheus,
+            alertmanager,
+            smtp,
+            prometheus_port,
+            mail_dir: dir.join("mail"),
+        };
+        for (url, proc) in [
+            (
+                format!("http://127.0.0.1:{alertmanager_port}/-/ready"),
+                &m.alertmanager,
+            ),
+            (
+                format!("http://127.0.0.1:{prometheus_port}/-/ready"),
+                &m.prometheus,
+            ),
+        ] {
+            crate::stack::wait_http(&url, std::time::Duration::from_secs(60), proc).await;
+        }
+        m
+    }
+
+    /// An instant query's result vector.
+    pub async fn query(&self, promql: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/query?query={}",
+                self.prometheus_port,
+                crate::load::urlencode(promql)
+            ))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(body["status"] == "success", "{promql}: {body}");
+        Ok(body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The names of the alerting rules Prometheus has loaded.
+    pub async fn alert_rules(&self) -> anyhow::Result<Vec<String>> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/rules?type=alert",
+                self.prometheus_port
+            ))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(body["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["name"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// The alerts Prometheus holds now: (name, state, labels).
+    pub async fn alerts(&self) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/api/v1/alerts",
+                self.prometheus_port
+            ))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(body["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["labels"]["alertname"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    a["state"].as_str().unwrap_or_default().to_string(),
+                    a["labels"].clone(),
+                )
+            })
+            .collect())
+    }
+
+    /// Every e-mail received so far, oldest first.
+    pub fn mails(&self) -> Vec<Mail> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.mail_dir.join("new"))
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|raw| {
+                let mail = mailparse::parse_mail(&raw).ok()?;
+                let subject = mail
+                    .headers
+                    .iter()
+                    .find(|h| h.get_key() == "Subject")?
+                    .get_value();
+                let text = std::iter::once(&mail)
+                    .chain(mail.subparts.iter())
+                    .find(|p| p.ctype.mimetype == "text/plain")?
+                    .get_body()
+                    .ok()?;
+                Some(Mail { subject, text })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_scale_in_for_ranges_and_offsets_but_thresholds_do_not() {
+        let rules = "  - alert: A\n    expr: |\n      rate(x[5m]) > 600\n      and deriv(y[10m:1m]) > 0\n      and z offset 15m\n    for: 15m\n    labels:\n      severity: warning\n    annotations:\n      summary: \"for 5m\"\n";
+        let s = scale_durations(rules, 60);
+        assert!(s.contains("rate(x[5s]) > 600"), "{s}");
+        assert!(s.contains("deriv(y[10s:1s]) > 0"), "{s}");
+        assert!(s.contains("z offset 15s"), "{s}");
+        assert!(s.contains("for: 15s"), "{s}");
+        assert!(s.contains("summary: \"for 5m\""), "{s}");
+        let whole = scale_durations(&rules_source(), 60);
+        assert!(!whole.contains("[10m:1m]") && whole.contains("[10s:1s]"));
+        assert!(whole.contains("[180s]"), "3h becomes 180s: {whole}");
+    }
+}

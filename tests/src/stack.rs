@@ -396,7 +396,7 @@ pub async fn wait_tcp(port: u16, proc: &Proc) {
     );
 }
 
-async fn wait_http(url: &str, timeout: Duration, proc: &Proc) {
+pub(crate) async fn wait_http(url: &str, timeout: Duration, proc: &Proc) {
     let deadline = Instant::now() + timeout;
     let client = reqwest::Client::new();
     while Instant::now() < deadline {
