@@ -26,17 +26,30 @@ use tokio::sync::watch;
 struct OpsState {
     health: Health,
     metrics: PrometheusHandle,
+    process: std::sync::Arc<metrics_process::Collector>,
 }
 
 pub fn router<S>(health: Health, metrics: PrometheusHandle) -> Router<S> {
+    // The process's own figures (process_resident_memory_bytes, CPU seconds,
+    // open fds, ...), read from /proc at each scrape, as every Prometheus
+    // client library exports them.
+    let process = metrics_process::Collector::default();
+    process.describe();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
             "/metrics",
-            get(|State(s): State<OpsState>| async move { s.metrics.render() }),
+            get(|State(s): State<OpsState>| async move {
+                s.process.collect();
+                s.metrics.render()
+            }),
         )
-        .with_state(OpsState { health, metrics })
+        .with_state(OpsState {
+            health,
+            metrics,
+            process: std::sync::Arc::new(process),
+        })
 }
 
 /// `{"ready": bool, "components": {"<name>": {"state": "ready" | "starting" |

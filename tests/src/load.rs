@@ -348,3 +348,28 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Posts ~2,000 events a second (batches of 100, named `load.tick`, stamped
+/// now) to ingest until the returned flag is set. Refusals and 503s are
+/// ignored: the tests that use it provoke them.
+pub fn steady_load(ingest: String) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let up = uploader(&ingest, Duration::from_secs(5));
+        let mut n = 0u64;
+        while !s.load(Ordering::Relaxed) {
+            let batch: Vec<Value> = (0..100)
+                .map(|i| {
+                    n += 1;
+                    json!({"event_id": format!("load-{n}"), "name": "load.tick",
+                           "user_id": format!("u{}", i % 10), "timestamp": now_ms()})
+                })
+                .collect();
+            let _ = post_batch_once(&up, &events_of(&batch)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    stop
+}

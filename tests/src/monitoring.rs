@@ -376,3 +376,55 @@ mod tests {
         assert!(whole.contains("[180s]"), "3h becomes 180s: {whole}");
     }
 }
+
+/// The dashboards weir ships (`deploy/grafana/dashboards/`), file name and
+/// JSON text, sorted by name.
+pub fn dashboards() -> Vec<(String, String)> {
+    let dir = repo_root().join("deploy/grafana/dashboards");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("deploy/grafana/dashboards")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Where the dashboards are rendered for Kubernetes.
+pub const K8S_DASHBOARDS: &str = "deploy/k8s/base/grafana-dashboards.yaml";
+
+/// A ConfigMap of the dashboards for Grafana's dashboard sidecar (the
+/// Grafana Helm chart's, which loads ConfigMaps labelled
+/// `grafana_dashboard: "1"`): each file under its name, as it is.
+pub fn render_dashboards_configmap(dashboards: &[(String, String)]) -> String {
+    let mut out = String::from(
+        "# GENERATED from deploy/grafana/dashboards/*.json, the one source of weir's\n\
+         # dashboards: edit those, then `WEIR_BLESS=1 cargo test -p weir-tests --test\n\
+         # ops_dashboard` rewrites this file (the test fails while they differ).\n\
+         # Grafana's dashboard sidecar loads ConfigMaps with the grafana_dashboard\n\
+         # label; the data sources they use are weir-prometheus and weir-clickhouse\n\
+         # (deploy/grafana/provisioning/datasources/).\n\
+         apiVersion: v1\n\
+         kind: ConfigMap\n\
+         metadata:\n  name: weir-grafana-dashboards\n  labels:\n    grafana_dashboard: \"1\"\n    \
+         app.kubernetes.io/name: weir\n    app.kubernetes.io/part-of: weir\n\
+         data:\n",
+    );
+    for (name, json) in dashboards {
+        out.push_str(&format!("  {name}: |\n"));
+        for line in json.lines() {
+            if line.is_empty() {
+                out.push('\n');
+            } else {
+                out.push_str("    ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}

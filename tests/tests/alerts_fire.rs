@@ -6,11 +6,10 @@
 //! runbook, and when the fault is removed the alert resolves and a
 //! "resolved" e-mail follows.
 
-use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use weir_tests::load::{events_of, now_ms, post_batch_once, uploader};
+use weir_tests::load::steady_load;
 use weir_tests::monitoring::{Mail, Monitoring, Targets};
 use weir_tests::pipeline::poll_until;
 use weir_tests::{Pipeline, PipelineOptions};
@@ -20,29 +19,6 @@ use weir_tests::{Pipeline, PipelineOptions};
 /// hold a retry, as the real five minutes always do.
 const TIME_DIVISOR: u64 = 20;
 const RUNBOOKS: &str = "https://github.com/weir-dev/weir/blob/main/docs/runbooks.md";
-
-/// Posts ~2,000 events/s until stopped; refusals and 503s are ignored
-/// (during a fault they are what the test provokes).
-fn background_load(ingest: String) -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    tokio::spawn(async move {
-        let up = uploader(&ingest, Duration::from_secs(5));
-        let mut n = 0u64;
-        while !s.load(Ordering::Relaxed) {
-            let batch: Vec<_> = (0..100)
-                .map(|i| {
-                    n += 1;
-                    json!({"event_id": format!("load-{n}"), "name": "load.tick",
-                           "user_id": format!("u{}", i % 10), "timestamp": now_ms()})
-                })
-                .collect();
-            let _ = post_batch_once(&up, &events_of(&batch)).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    stop
-}
 
 /// Waits until Prometheus holds `alert` firing with `labels` among its labels.
 async fn fires(m: &Monitoring, alert: &str, labels: &[(&str, &str)], within: Duration) {
@@ -135,7 +111,7 @@ async fn monitored_pipeline() -> (Pipeline, Monitoring, Arc<AtomicBool>) {
     let source = weir_tests::monitoring::rules_source();
     let expected = source.matches("- alert: ").count();
     assert_eq!(loaded.len(), expected, "Prometheus loaded {loaded:?}");
-    let load = background_load(p.ingest.url(""));
+    let load = steady_load(p.ingest.url(""));
     let up = poll_until(Duration::from_secs(30), || async {
         let r = m.query(r#"sum(up{namespace="local"})"#).await.ok()?;
         (r.first()?["value"][1].as_str()? == "3").then_some(())
