@@ -14,6 +14,14 @@ echo "== supply chain: cargo deny (licenses, bans, sources; advisories when the 
 tests/audit.sh
 echo "== build the stage binaries the end-to-end tests run"
 cargo build --workspace --bins --quiet
+echo "== promtool: the alert rules, their unit tests, the Prometheus config"
+PROMTOOL="${WEIR_TOOLS:-$HOME/.cache/weir/tools}/monitoring/bin/promtool"
+"$PROMTOOL" check rules deploy/prometheus/rules.yml
+"$PROMTOOL" test rules deploy/prometheus/rules.test.yml
+mon="$(mktemp -d)"
+deploy/local/monitoring-config.sh "$mon"
+"$PROMTOOL" check config "$mon/prometheus.yml"
+rm -rf "$mon"
 echo "== ClickHouse HTTP server on chdb"
 "${WEIR_TOOLS:-$HOME/.cache/weir/tools}/venv/bin/python" -m unittest discover -s deploy/local/clickhouse -p 'test_*.py'
 echo "== cargo test"

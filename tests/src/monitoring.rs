@@ -358,25 +358,6 @@ impl Monitoring {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_scale_in_for_ranges_and_offsets_but_thresholds_do_not() {
-        let rules = "  - alert: A\n    expr: |\n      rate(x[5m]) > 600\n      and deriv(y[10m:1m]) > 0\n      and z offset 15m\n    for: 15m\n    labels:\n      severity: warning\n    annotations:\n      summary: \"for 5m\"\n";
-        let s = scale_durations(rules, 60);
-        assert!(s.contains("rate(x[5s]) > 600"), "{s}");
-        assert!(s.contains("deriv(y[10s:1s]) > 0"), "{s}");
-        assert!(s.contains("z offset 15s"), "{s}");
-        assert!(s.contains("for: 15s"), "{s}");
-        assert!(s.contains("summary: \"for 5m\""), "{s}");
-        let whole = scale_durations(&rules_source(), 60);
-        assert!(!whole.contains("[10m:1m]") && whole.contains("[10s:1s]"));
-        assert!(whole.contains("[180s]"), "3h becomes 180s: {whole}");
-    }
-}
-
 /// The dashboards weir ships (`deploy/grafana/dashboards/`), file name and
 /// JSON text, sorted by name.
 pub fn dashboards() -> Vec<(String, String)> {
@@ -427,4 +408,23 @@ pub fn render_dashboards_configmap(dashboards: &[(String, String)]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_scale_in_for_ranges_and_offsets_but_thresholds_do_not() {
+        let rules = "  - alert: A\n    expr: |\n      rate(x[5m]) > 600\n      and deriv(y[10m:1m]) > 0\n      and z offset 15m\n    for: 15m\n    labels:\n      severity: warning\n    annotations:\n      summary: \"for 5m\"\n";
+        let s = scale_durations(rules, 60);
+        assert!(s.contains("rate(x[5s]) > 600"), "{s}");
+        assert!(s.contains("deriv(y[10s:1s]) > 0"), "{s}");
+        assert!(s.contains("z offset 15s"), "{s}");
+        assert!(s.contains("for: 15s"), "{s}");
+        assert!(s.contains("summary: \"for 5m\""), "{s}");
+        let whole = scale_durations(&rules_source(), 60);
+        assert!(!whole.contains("[10m:1m]") && whole.contains("[10s:1s]"));
+        assert!(whole.contains("[180s]"), "3h becomes 180s: {whole}");
+    }
 }
