@@ -219,3 +219,62 @@ async fn a_processor_fenced_by_an_impostor_stops_and_is_mailed_as_down() {
     mailed(&m, "WeirStageDown", "RESOLVED", "processor").await;
     load.store(true, Ordering::Relaxed);
 }
+
+/// Records nothing can decode, on `events.raw` (another producer writing to
+/// it) and on `events.clean` (which only the processor should write), and a
+/// client whose events arrive five minutes late: three alerts at once, each
+/// mailed, each resolved when its traffic stops.
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_records_and_late_clients_are_mailed_then_resolved() {
+    let (p, m, load) = monitored_pipeline().await;
+    let faults = Arc::new(AtomicBool::new(false));
+    let stop = faults.clone();
+    let brokers = p.stack.brokers();
+    let ingest = p.ingest.url("");
+    let poison = tokio::spawn(async move {
+        let mut producer = weir_tests::load::RetryingProducer::new(&brokers).unwrap();
+        let up = weir_tests::load::uploader(&ingest, Duration::from_secs(5));
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let garbage: Vec<(String, Vec<u8>)> = (0..10)
+                .map(|i| (format!("poison-{n}-{i}"), b"\x00not avro at all".to_vec()))
+                .collect();
+            producer
+                .send("events.raw", &garbage, Duration::from_secs(30))
+                .await
+                .unwrap();
+            producer
+                .send("events.clean", &garbage[..1], Duration::from_secs(30))
+                .await
+                .unwrap();
+            let late: Vec<serde_json::Value> = (0..100)
+                .map(|i| {
+                    serde_json::json!({"event_id": format!("late-{n}-{i}"), "name": "load.tick",
+                        "user_id": "u1", "timestamp": weir_tests::load::now_ms() - 300_000})
+                })
+                .collect();
+            let _ = weir_tests::load::post_batch_once(&up, &weir_tests::load::events_of(&late)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    for (alert, stage) in [
+        ("WeirAggregatorUndecodable", "aggregator"),
+        ("WeirInvalidEventsHigh", "processor"),
+        ("WeirLateEventsHigh", "processor"),
+    ] {
+        fires(&m, alert, &[], Duration::from_secs(180)).await;
+        mailed(&m, alert, "FIRING", stage).await;
+    }
+    faults.store(true, Ordering::Relaxed);
+    poison.await.unwrap();
+    for (alert, stage) in [
+        ("WeirAggregatorUndecodable", "aggregator"),
+        ("WeirInvalidEventsHigh", "processor"),
+        ("WeirLateEventsHigh", "processor"),
+    ] {
+        resolves(&m, alert, Duration::from_secs(180)).await;
+        mailed(&m, alert, "RESOLVED", stage).await;
+    }
+    load.store(true, Ordering::Relaxed);
+}
