@@ -254,7 +254,8 @@ async fn poison_records_and_late_clients_are_mailed_then_resolved() {
                         "user_id": "u1", "timestamp": weir_tests::load::now_ms() - 300_000})
                 })
                 .collect();
-            let _ = weir_tests::load::post_batch_once(&up, &weir_tests::load::events_of(&late)).await;
+            let _ =
+                weir_tests::load::post_batch_once(&up, &weir_tests::load::events_of(&late)).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
