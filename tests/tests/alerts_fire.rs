@@ -279,3 +279,37 @@ async fn poison_records_and_late_clients_are_mailed_then_resolved() {
     }
     load.store(true, Ordering::Relaxed);
 }
+
+/// The processor killed: ingest still reads its group's committed offsets
+/// from the broker, so the backlog of `events.raw` is seen growing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_processor_is_mailed_as_lagging_then_resolved() {
+    let (mut p, m, load) = monitored_pipeline().await;
+    p.processors[0].proc.kill9();
+    fires(
+        &m,
+        "WeirProcessorConsumerLag",
+        &[],
+        Duration::from_secs(180),
+    )
+    .await;
+    mailed(&m, "WeirProcessorConsumerLag", "FIRING", "processor").await;
+    p.processors[0].proc.restart();
+    p.processors[0].wait_ready().await;
+    resolves(&m, "WeirProcessorConsumerLag", Duration::from_secs(180)).await;
+    mailed(&m, "WeirProcessorConsumerLag", "RESOLVED", "processor").await;
+    load.store(true, Ordering::Relaxed);
+}
+
+/// The broker stopped: ingest cannot get acknowledgements and answers 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_broker_is_mailed_as_ingest_503s_then_resolved() {
+    let (mut p, m, load) = monitored_pipeline().await;
+    p.stack.kafka.kill9();
+    fires(&m, "WeirIngest503High", &[], Duration::from_secs(180)).await;
+    mailed(&m, "WeirIngest503High", "FIRING", "ingest").await;
+    p.stack.kafka.restart();
+    resolves(&m, "WeirIngest503High", Duration::from_secs(180)).await;
+    mailed(&m, "WeirIngest503High", "RESOLVED", "ingest").await;
+    load.store(true, Ordering::Relaxed);
+}
