@@ -9,10 +9,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use weir_archiver::layout::Format;
+use weir_tests::archive::{start_archiver, S3Server};
 use weir_tests::load::steady_load;
 use weir_tests::monitoring::{Mail, Monitoring, Targets};
 use weir_tests::pipeline::poll_until;
-use weir_tests::{Pipeline, PipelineOptions};
+use weir_tests::{Pipeline, PipelineOptions, Stage};
 
 /// Every duration of the rules divided by this. Not more: the stages retry
 /// with backoff up to 10 s, and a rate window (`[5m]` becomes 15 s) must
@@ -92,6 +94,15 @@ async fn mailed(m: &Monitoring, alert: &str, status: &str, stage: &str) -> Mail 
 /// A pipeline under load with Prometheus, Alertmanager and the mailbox on
 /// it, checked healthy: every target up and no alert firing.
 async fn monitored_pipeline() -> (Pipeline, Monitoring, Arc<AtomicBool>) {
+    let (p, m, load, _) = monitored(false).await;
+    (p, m, load)
+}
+
+/// An archive on an S3 server, and the archiver writing it.
+type Archive = Option<(S3Server, Stage)>;
+
+/// The same, with an archiver on an S3 server when `archive`.
+async fn monitored(archive: bool) -> (Pipeline, Monitoring, Arc<AtomicBool>, Archive) {
     let p = Pipeline::start_with(
         PipelineOptions::default()
             // The writers ask the broker for their readers' lag every second.
@@ -100,11 +111,28 @@ async fn monitored_pipeline() -> (Pipeline, Monitoring, Arc<AtomicBool>) {
             .env("ingest", "WEIR_DELIVERY_TIMEOUT_MS", "3000"),
     )
     .await;
+    let archiver = if archive {
+        let s3 = S3Server::start(&p.stack).await;
+        let stage = start_archiver(
+            &p.stack,
+            "alerts",
+            &s3.store("alerts", Format::Parquet),
+            &[
+                ("WEIR_ROLL__MAX_INTERVAL_MS", "1000"),
+                ("WEIR_COMPACTION__INTERVAL_MS", "2000"),
+                ("WEIR_COMPACTION__MIN_HOUR_AGE_MS", "-3600000"),
+            ],
+        )
+        .await;
+        Some((s3, stage))
+    } else {
+        None
+    };
     let targets = Targets {
         ingest: vec![p.ingest.port],
         processor: p.processors.iter().map(|s| s.port).collect(),
         aggregator: vec![p.aggregator.port],
-        archiver: vec![],
+        archiver: archiver.iter().map(|(_, a)| a.port).collect(),
     };
     let m = Monitoring::start(p.stack.dir.path(), &targets, TIME_DIVISOR).await;
     let loaded = m.alert_rules().await.unwrap();
@@ -114,10 +142,11 @@ async fn monitored_pipeline() -> (Pipeline, Monitoring, Arc<AtomicBool>) {
     let load = steady_load(p.ingest.url(""));
     let up = poll_until(Duration::from_secs(30), || async {
         let r = m.query(r#"sum(up{namespace="local"})"#).await.ok()?;
-        (r.first()?["value"][1].as_str()? == "3").then_some(())
+        let want = if archiver.is_some() { "4" } else { "3" };
+        (r.first()?["value"][1].as_str()? == want).then_some(())
     })
     .await;
-    assert!(up.is_some(), "Prometheus does not scrape the three stages");
+    assert!(up.is_some(), "Prometheus does not scrape every stage");
     tokio::time::sleep(Duration::from_secs(20)).await;
     let firing: Vec<_> = m
         .alerts()
@@ -130,7 +159,7 @@ async fn monitored_pipeline() -> (Pipeline, Monitoring, Arc<AtomicBool>) {
         firing.is_empty(),
         "alerts fire on a healthy stack: {firing:?}"
     );
-    (p, m, load)
+    (p, m, load, archiver)
 }
 
 /// The aggregator killed: it is down, and its backlog grows (the processor
@@ -311,5 +340,46 @@ async fn a_stopped_broker_is_mailed_as_ingest_503s_then_resolved() {
     p.stack.kafka.restart();
     resolves(&m, "WeirIngest503High", Duration::from_secs(180)).await;
     mailed(&m, "WeirIngest503High", "RESOLVED", "ingest").await;
+    load.store(true, Ordering::Relaxed);
+}
+
+/// The archiver's S3 server stopped: writes and the hourly compaction fail
+/// (compaction every 2 s here); and a record on `events.clean` nothing can
+/// decode is skipped by the archiver too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_archive_store_and_poison_are_mailed() {
+    let (p, m, load, archive) = monitored(true).await;
+    let (mut s3, _archiver) = archive.expect("an archive");
+    let mut producer = weir_tests::load::RetryingProducer::new(&p.stack.brokers()).unwrap();
+    producer
+        .send(
+            "events.clean",
+            &[("poison".to_string(), b"\x00not avro".to_vec())],
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    fires(&m, "WeirArchiverUndecodable", &[], Duration::from_secs(120)).await;
+    mailed(&m, "WeirArchiverUndecodable", "FIRING", "archiver").await;
+    s3.proc.kill9();
+    fires(
+        &m,
+        "WeirArchiverWriteFailures",
+        &[],
+        Duration::from_secs(180),
+    )
+    .await;
+    mailed(&m, "WeirArchiverWriteFailures", "FIRING", "archiver").await;
+    fires(
+        &m,
+        "WeirArchiverCompactionFailing",
+        &[],
+        Duration::from_secs(180),
+    )
+    .await;
+    mailed(&m, "WeirArchiverCompactionFailing", "FIRING", "archiver").await;
+    s3.kill9_and_restart().await;
+    resolves(&m, "WeirArchiverWriteFailures", Duration::from_secs(180)).await;
+    mailed(&m, "WeirArchiverWriteFailures", "RESOLVED", "archiver").await;
     load.store(true, Ordering::Relaxed);
 }
