@@ -50,16 +50,37 @@ pub fn render_prometheus_rule(rules: &str) -> String {
          app.kubernetes.io/part-of: weir\n\
          spec:\n",
     );
-    for line in groups.lines() {
-        if line.is_empty() {
-            out.push('\n');
-        } else {
-            out.push_str("  ");
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
+    indent_into(&mut out, groups, "  ");
     out
+}
+
+/// Appends `text` to `out` with `prefix` before every line but empty ones
+/// (a YAML block's body).
+fn indent_into(out: &mut String, text: &str, prefix: &str) {
+    for line in text.lines() {
+        if !line.is_empty() {
+            out.push_str(prefix);
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+}
+
+/// Checks that the generated file at `path` (from the repository root) is
+/// `rendered`; with `WEIR_BLESS` set, writes it first. Returns what is on
+/// disk. `test` is the test target that rewrites it.
+pub fn check_rendered(path: &str, rendered: &str, source: &str, test: &str) -> String {
+    let file = repo_root().join(path);
+    if std::env::var_os("WEIR_BLESS").is_some() {
+        std::fs::write(&file, rendered).unwrap();
+    }
+    let on_disk = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        on_disk == rendered,
+        "{path} differs from {source} rendered: edit {source}, then run \
+         `WEIR_BLESS=1 cargo test -p weir-tests --test {test}`"
+    );
+    on_disk
 }
 
 /// The rule file as it is in the repository.
@@ -261,18 +282,24 @@ impl Monitoring {
         m
     }
 
-    /// An instant query's result vector.
-    pub async fn query(&self, promql: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-        let body: serde_json::Value = reqwest::Client::new()
+    /// A GET of Prometheus's HTTP API (`/api/v1/<path>`), as JSON.
+    async fn api(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(reqwest::Client::new()
             .get(format!(
-                "http://127.0.0.1:{}/api/v1/query?query={}",
-                self.prometheus_port,
-                crate::load::urlencode(promql)
+                "http://127.0.0.1:{}/api/v1/{path}",
+                self.prometheus_port
             ))
             .timeout(std::time::Duration::from_secs(10))
             .send()
             .await?
             .json()
+            .await?)
+    }
+
+    /// An instant query's result vector.
+    pub async fn query(&self, promql: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let body = self
+            .api(&format!("query?query={}", crate::load::urlencode(promql)))
             .await?;
         anyhow::ensure!(body["status"] == "success", "{promql}: {body}");
         Ok(body["data"]["result"]
@@ -283,16 +310,7 @@ impl Monitoring {
 
     /// The names of the alerting rules Prometheus has loaded.
     pub async fn alert_rules(&self) -> anyhow::Result<Vec<String>> {
-        let body: serde_json::Value = reqwest::Client::new()
-            .get(format!(
-                "http://127.0.0.1:{}/api/v1/rules?type=alert",
-                self.prometheus_port
-            ))
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let body = self.api("rules?type=alert").await?;
         Ok(body["data"]["groups"]
             .as_array()
             .into_iter()
@@ -304,16 +322,7 @@ impl Monitoring {
 
     /// The alerts Prometheus holds now: (name, state, labels).
     pub async fn alerts(&self) -> anyhow::Result<Vec<(String, String, serde_json::Value)>> {
-        let body: serde_json::Value = reqwest::Client::new()
-            .get(format!(
-                "http://127.0.0.1:{}/api/v1/alerts",
-                self.prometheus_port
-            ))
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let body = self.api("alerts").await?;
         Ok(body["data"]["alerts"]
             .as_array()
             .into_iter()
@@ -397,15 +406,7 @@ pub fn render_dashboards_configmap(dashboards: &[(String, String)]) -> String {
     );
     for (name, json) in dashboards {
         out.push_str(&format!("  {name}: |\n"));
-        for line in json.lines() {
-            if line.is_empty() {
-                out.push('\n');
-            } else {
-                out.push_str("    ");
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
+        indent_into(&mut out, json, "    ");
     }
     out
 }

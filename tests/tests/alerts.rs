@@ -9,7 +9,7 @@ use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
 use weir_tests::monitoring::{
-    monitoring_tool, render_prometheus_rule, rules_source, K8S_RULE, RULES,
+    check_rendered, monitoring_tool, render_prometheus_rule, rules_source, K8S_RULE, RULES,
 };
 use weir_tests::repo_root;
 
@@ -191,16 +191,11 @@ fn every_alert_has_a_stage_and_a_runbook() {
 /// The Kubernetes `PrometheusRule` is the rule file rendered.
 #[test]
 fn the_kubernetes_rule_is_rendered_from_the_rule_file() {
-    let rendered = render_prometheus_rule(&rules_source());
-    let path = repo_root().join(K8S_RULE);
-    if std::env::var_os("WEIR_BLESS").is_some() {
-        std::fs::write(&path, &rendered).unwrap();
-    }
-    let on_disk = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        on_disk == rendered,
-        "{K8S_RULE} differs from {RULES} rendered: edit {RULES}, then run \
-         `WEIR_BLESS=1 cargo test -p weir-tests --test alerts`"
+    let on_disk = check_rendered(
+        K8S_RULE,
+        &render_prometheus_rule(&rules_source()),
+        RULES,
+        "alerts",
     );
     let doc: Value = serde_yaml::from_str(&on_disk).unwrap();
     assert_eq!(doc["kind"].as_str(), Some("PrometheusRule"));

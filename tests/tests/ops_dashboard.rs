@@ -12,7 +12,7 @@ use weir_archiver::config::StoreConfig;
 use weir_tests::archive::start_archiver;
 use weir_tests::load::{now_ms, steady_load, WRITE_KEY};
 use weir_tests::monitoring::{
-    dashboards, render_dashboards_configmap, Monitoring, Targets, K8S_DASHBOARDS,
+    check_rendered, dashboards, render_dashboards_configmap, Monitoring, Targets, K8S_DASHBOARDS,
 };
 use weir_tests::{repo_root, Pipeline, PipelineOptions};
 
@@ -185,16 +185,11 @@ fn the_operations_dashboard_reads_weirs_prometheus_and_covers_the_pipeline() {
 /// The Kubernetes ConfigMap for Grafana's sidecar is the dashboards rendered.
 #[test]
 fn the_kubernetes_configmap_is_rendered_from_the_dashboards() {
-    let rendered = render_dashboards_configmap(&dashboards());
-    let path = repo_root().join(K8S_DASHBOARDS);
-    if std::env::var_os("WEIR_BLESS").is_some() {
-        std::fs::write(&path, &rendered).unwrap();
-    }
-    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        on_disk == rendered,
-        "{K8S_DASHBOARDS} differs from deploy/grafana/dashboards rendered: run \
-         `WEIR_BLESS=1 cargo test -p weir-tests --test ops_dashboard`"
+    let on_disk = check_rendered(
+        K8S_DASHBOARDS,
+        &render_dashboards_configmap(&dashboards()),
+        "deploy/grafana/dashboards",
+        "ops_dashboard",
     );
     let doc: serde_yaml::Value = serde_yaml::from_str(&on_disk).unwrap();
     for (name, json) in dashboards() {
