@@ -171,14 +171,14 @@ pub(crate) async fn decode_rate(stack: &Stack, payloads: &[Vec<u8>]) -> anyhow::
 /// Records/s of the aggregator's read path alone: the same consumer
 /// settings, `recv` and `detach` of every record of both topics, no decode
 /// and no insert; from the first record, so without the group join.
-pub(crate) async fn consume_rate(stack: &Stack, total: usize) -> anyhow::Result<f64> {
+pub(crate) async fn consume_rate(stack: &Stack, round: usize, total: usize) -> anyhow::Result<f64> {
     let kafka = weir_core::kafka::KafkaConfig {
         brokers: stack.brokers(),
         ..Default::default()
     };
     let consumer: StreamConsumer = kafka
         .client_config(&[
-            ("group.id", "bench-consume"),
+            ("group.id", &format!("bench-consume-{round}")),
             ("enable.auto.commit", "false"),
             ("isolation.level", "read_committed"),
             ("auto.offset.reset", "earliest"),

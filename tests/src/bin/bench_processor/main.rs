@@ -7,6 +7,10 @@
 //!   `events.raw` (20 % duplicate ids);
 //! - a raw passthrough of the same records (consume, produce the same bytes,
 //!   commit; no logic), plain and transactional, and the ratios;
+//! - a peer doing the processor's job over the same records on the same
+//!   broker, a Quix Streams application (`peer.rs`), with `exactly-once` and
+//!   `at-least-once`: its events/s, the ratio weir / peer, and whether its
+//!   window counts and unique users equal weir's and the expected ones;
 //! - dedup memory per key at 10 M keys, and the time to restore a partition
 //!   whose changelog holds 1 M dedup keys.
 
@@ -26,8 +30,16 @@ use weir_tests::Stack;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Fills `events.raw` with `n` events, one id in five a duplicate.
-async fn preload(stack: &Stack, n: usize) -> anyhow::Result<()> {
+mod peer;
+
+/// One record per name, ten minutes of event time after the rest, so that
+/// every window of the preload closes (the peer emits closed windows only).
+const FLUSH_GAP_MS: i64 = 600_000;
+
+/// Fills `events.raw` with `n` events over one hour of event time ending two
+/// hours ago, one id in five a duplicate, then one flush record per name;
+/// returns the records written and the windows a correct processor counts.
+async fn preload(stack: &Stack, n: usize) -> anyhow::Result<(usize, peer::Windows)> {
     let codec = stack.codec();
     codec.register().await?;
     let mut cfg = IngestConfig::default();
@@ -42,22 +54,44 @@ async fn preload(stack: &Stack, n: usize) -> anyhow::Result<()> {
     )
     .await?;
     let producer = AckedProducer::new(&weir_ingest::producer_config(&cfg))?;
-    let start = now_ms() - 3_600_000;
+    const NAMES: [&str; 3] = ["shop.view", "shop.cart_add", "shop.checkout"];
+    let start = now_ms() - 2 * 3_600_000;
     let limits = Default::default();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
-        let mut records = vec![];
-        for &i in chunk {
+    let mut windows = peer::Windows::new();
+    let flush = NAMES.iter().map(|name| {
+        serde_json::json!({
+            "event_id": format!("flush-{name}"), "name": name, "user_id": "flush",
+            "timestamp": start + 3_600_000 + FLUSH_GAP_MS,
+        })
+    });
+    let events: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
             let id = if i % 5 == 4 { i - 1 } else { i };
-            let name = ["shop.view", "shop.cart_add", "shop.checkout"][i % 3];
-            let v = serde_json::json!({
+            let (name, user) = (NAMES[i % 3], format!("user-{}", i % 1000));
+            let timestamp = start + (i as i64) * 3_600_000 / n as i64;
+            // The first of an id counts (a duplicate follows its original
+            // into the same partition); the flush records' windows never close.
+            if id == i {
+                let w = windows
+                    .entry((name.to_string(), timestamp / 60_000 * 60_000))
+                    .or_default();
+                w.0 += 1;
+                w.1.insert(user.clone());
+            }
+            serde_json::json!({
                 "event_id": format!("bench-{id}"), "name": name,
-                "user_id": format!("user-{}", i % 1000), "channel": "web",
-                "timestamp": start + (i as i64) * 3_600_000 / n as i64,
+                "user_id": user, "channel": "web", "timestamp": timestamp,
                 "properties": {"sku": "SKU-12345", "price": 19.99},
-            });
-            let e = weir_ingest::validate::to_event(&v, now_ms(), "bench", &limits)
+            })
+        })
+        .chain(flush)
+        .collect();
+    for chunk in events.chunks(5_000) {
+        let mut records = vec![];
+        for v in chunk {
+            let e = weir_ingest::validate::to_event(v, now_ms(), "bench", &limits)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            records.push((format!("bench-{id}"), codec.encode_event(&e).await?));
+            records.push((e.event_id.clone(), codec.encode_event(&e).await?));
         }
         producer
             .send_all(
@@ -68,7 +102,7 @@ async fn preload(stack: &Stack, n: usize) -> anyhow::Result<()> {
             )
             .await?;
     }
-    Ok(())
+    Ok((events.len(), windows))
 }
 
 /// Consumes `events.raw` and produces the same bytes to `bench.passthrough`,
@@ -288,17 +322,32 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(200_000);
     let (table_per_key, rss_per_key) = dedup_memory();
     let stack = Stack::start().await;
-    preload(&stack, n).await?;
+    let (records, expected) = preload(&stack, n).await?;
+    let expected = peer::counts(&expected);
     let plain = {
         let s = &stack;
-        tokio::task::block_in_place(|| passthrough(s, n, false))?
+        tokio::task::block_in_place(|| passthrough(s, records, false))?
     };
-    let ordered = processor(&stack, n, "ordered").await?;
+    let ordered = processor(&stack, records, "ordered").await?;
     let transactional = {
         let s = &stack;
-        tokio::task::block_in_place(|| passthrough(s, n, true))?
+        tokio::task::block_in_place(|| passthrough(s, records, true))?
     };
-    let eos = processor(&stack, n, "exactly_once").await?;
+    let eos = processor(&stack, records, "exactly_once").await?;
+    let weir_windows = peer::weir_windows(&stack).await?;
+    // weir emits every window, the flush records' open ones too: those are
+    // not in `expected`, so only the expected windows are compared.
+    let weir_wrong: Vec<String> = peer::differences(&expected, &weir_windows, false)
+        .into_iter()
+        .filter(|d| !d.ends_with("not expected"))
+        .collect();
+    let peers: Vec<(&str, anyhow::Result<peer::PeerRun>)> = ["exactly-once", "at-least-once"]
+        .into_iter()
+        .map(|g| {
+            let s = &stack;
+            (g, tokio::task::block_in_place(|| peer::run(s, records, g)))
+        })
+        .collect();
     let (keys, restore_secs) = restore_1m(&stack).await?;
 
     println!(
@@ -318,8 +367,51 @@ async fn main() -> anyhow::Result<()> {
         eos / transactional
     );
     println!(
+        "window counts: {} windows expected; weir (`exactly_once` and `ordered`, from aggregates.1m): {}",
+        expected.len(),
+        verdict(&weir_wrong)
+    );
+    println!("peer: Quix Streams (tests/peer), same records, same broker, same registry:");
+    println!("| peer guarantee | peer events/s | weir `exactly_once` / peer | windows emitted (of expected) | emitted vs expected | emitted vs weir |");
+    println!("|---|---|---|---|---|---|");
+    for (guarantee, run) in &peers {
+        match run {
+            Ok(r) => println!(
+                "| {} | {:.0} | {:.2} | {} ({}) | {} | {} |",
+                r.guarantee,
+                r.events_per_sec,
+                eos / r.events_per_sec,
+                r.windows.len(),
+                expected.len(),
+                verdict(&peer::differences(&expected, &r.windows, true)),
+                verdict(&peer::differences(&weir_windows, &r.windows, true)),
+            ),
+            Err(e) => println!("| {guarantee} | did not run: {e:#} | | | | |"),
+        }
+    }
+    for r in peers.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        println!("peer summary ({}): {}", r.guarantee, r.summary);
+    }
+    println!(
         "dedup memory at 10 M keys: {table_per_key:.1} B/key (table), {rss_per_key:.1} B/key (RSS growth)"
     );
     println!("restore of a partition with {keys} dedup keys: {restore_secs:.2} s");
     Ok(())
+}
+
+/// "equal", or how many windows differ and the first few.
+fn verdict(differences: &[String]) -> String {
+    if differences.is_empty() {
+        return "equal".into();
+    }
+    format!(
+        "{} differ ({})",
+        differences.len(),
+        differences
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }
