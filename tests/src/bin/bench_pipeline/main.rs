@@ -21,6 +21,11 @@
 //!    offsets and bytes each accepted event writes to each topic, and each
 //!    process's share of the CPU.
 //!
+//! With `WEIR_BENCH_PROFILE_SECS=N` it then keeps the freshness run's load
+//! going for N more seconds and prints every process's pid to stderr first,
+//! for `perf record` or `strace -c` to attach; nothing printed covers that
+//! time.
+//!
 //! It draws `docs/img/pipeline-throughput.svg` and
 //! `docs/img/pipeline-freshness.svg` (another directory with
 //! `WEIR_BENCH_PLOTS`).
@@ -393,6 +398,21 @@ async fn main() -> anyhow::Result<()> {
     .await
     .ok_or_else(|| anyhow::anyhow!("the freshness run was not all counted within 180 s"))?;
     let offsets_after = traffic::offsets(&brokers)?;
+    if let Some(secs) = std::env::var("WEIR_BENCH_PROFILE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+    {
+        let pids: Vec<String> = procs
+            .iter()
+            .map(|(name, pid)| format!("{name}={}", pid.unwrap_or(std::process::id())))
+            .collect();
+        eprintln!(
+            "profile window: {secs} s at {rate:.0} events/s; pids: {}",
+            pids.join(", ")
+        );
+        offered::post(&p.ingest_url(), "profile", Some(rate), Until::Secs(secs)).await;
+        eprintln!("profile window over");
+    }
     let per_topic = tokio::task::block_in_place(|| {
         traffic::between(&brokers, &offsets_before, &offsets_after)
     })?;

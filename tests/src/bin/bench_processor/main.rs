@@ -38,8 +38,9 @@ const FLUSH_GAP_MS: i64 = 600_000;
 
 /// Fills `events.raw` with `n` events over one hour of event time ending two
 /// hours ago, one id in five a duplicate, then one flush record per name;
-/// returns the records written and the windows a correct processor counts.
-async fn preload(stack: &Stack, n: usize) -> anyhow::Result<(usize, peer::Windows)> {
+/// returns the records written, their Avro bytes and the windows a correct
+/// processor counts.
+async fn preload(stack: &Stack, n: usize) -> anyhow::Result<(usize, usize, peer::Windows)> {
     let codec = stack.codec();
     codec.register().await?;
     let mut cfg = IngestConfig::default();
@@ -58,6 +59,7 @@ async fn preload(stack: &Stack, n: usize) -> anyhow::Result<(usize, peer::Window
     let start = now_ms() - 2 * 3_600_000;
     let limits = Default::default();
     let mut windows = peer::Windows::new();
+    let mut bytes = 0;
     let flush = NAMES.iter().map(|name| {
         serde_json::json!({
             "event_id": format!("flush-{name}"), "name": name, "user_id": "flush",
@@ -91,7 +93,9 @@ async fn preload(stack: &Stack, n: usize) -> anyhow::Result<(usize, peer::Window
         for v in chunk {
             let e = weir_ingest::validate::to_event(v, now_ms(), "bench", &limits)
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            records.push((e.event_id.clone(), codec.encode_event(&e).await?));
+            let payload = codec.encode_event(&e).await?;
+            bytes += payload.len();
+            records.push((e.event_id.clone(), payload));
         }
         producer
             .send_all(
@@ -102,7 +106,7 @@ async fn preload(stack: &Stack, n: usize) -> anyhow::Result<(usize, peer::Window
             )
             .await?;
     }
-    Ok((events.len(), windows))
+    Ok((events.len(), bytes, windows))
 }
 
 /// Consumes `events.raw` and produces the same bytes to `bench.passthrough`,
@@ -322,7 +326,11 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(200_000);
     let (table_per_key, rss_per_key) = dedup_memory();
     let stack = Stack::start().await;
-    let (records, expected) = preload(&stack, n).await?;
+    let (records, avro_bytes, expected) = preload(&stack, n).await?;
+    // The peer's fetch size bounds how far apart in event time it reads the
+    // partitions (peer.rs): one minute of one partition's records, well
+    // inside its 15-minute grace.
+    let peer_fetch_bytes = (avro_bytes / 4 / 60).max(16_384);
     let expected = peer::counts(&expected);
     let plain = {
         let s = &stack;
@@ -345,7 +353,10 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .map(|g| {
             let s = &stack;
-            (g, tokio::task::block_in_place(|| peer::run(s, records, g)))
+            (
+                g,
+                tokio::task::block_in_place(|| peer::run(s, records, g, peer_fetch_bytes)),
+            )
         })
         .collect();
     let (keys, restore_secs) = restore_1m(&stack).await?;
@@ -371,7 +382,10 @@ async fn main() -> anyhow::Result<()> {
         expected.len(),
         verdict(&weir_wrong)
     );
-    println!("peer: Quix Streams (tests/peer), same records, same broker, same registry:");
+    println!(
+        "peer: Quix Streams (tests/peer: a dedup and a windows application), same records, broker and registry, \
+         input fetches of {peer_fetch_bytes} B (one minute of a partition):"
+    );
     println!("| peer guarantee | peer events/s | weir `exactly_once` / peer | windows emitted (of expected) | emitted vs expected | emitted vs weir |");
     println!("|---|---|---|---|---|---|");
     for (guarantee, run) in &peers {

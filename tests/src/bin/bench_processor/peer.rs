@@ -64,10 +64,17 @@ pub struct PeerRun {
 }
 
 /// Runs the peer over `events.raw` with `guarantee` (`exactly-once` or
-/// `at-least-once`) until it has read `expect` records, then reads the
+/// `at-least-once`) until it has read `expect` records, its input read in
+/// fetches of `fetch_bytes` (which bounds how far apart in event time it
+/// takes the partitions on nisshi; see the app), then reads the
 /// windows it wrote. An error here is a finding about the peer, reported
 /// by the caller, not a failure of the bench.
-pub fn run(stack: &Stack, expect: usize, guarantee: &str) -> anyhow::Result<PeerRun> {
+pub fn run(
+    stack: &Stack,
+    expect: usize,
+    guarantee: &str,
+    fetch_bytes: usize,
+) -> anyhow::Result<PeerRun> {
     let root = weir_tests::repo_root();
     let venv = Command::new(root.join("tests/peer/venv.sh")).output()?;
     anyhow::ensure!(
@@ -93,6 +100,7 @@ pub fn run(stack: &Stack, expect: usize, guarantee: &str) -> anyhow::Result<Peer
         .args(["--group", &format!("bench-quix-{guarantee}")])
         .args(["--expect", &expect.to_string()])
         .args(["--guarantee", guarantee])
+        .args(["--fetch-bytes", &fetch_bytes.to_string()])
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(
