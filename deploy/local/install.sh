@@ -95,6 +95,30 @@ if [ "$(installed_version s3s-fs)" != "$S3S_FS_VERSION" ]; then
   rm -rf "$TOOLS/target-s3s"
 fi
 
+# crabka-broker 0.3.8, a second Kafka broker with faithful transactions
+# (aborted-record filtering, transaction timeouts), only when asked:
+# WEIR_BROKERS=nisshi,crabka. Its 0.3.x releases are yanked (the project
+# was renamed and the new name is not published), so `cargo install` refuses
+# them; the package itself is still served, with its own Cargo.lock, from
+# which the yanked dependencies resolve. Pinned by checksum (the registry
+# index's). It declares rust-version 1.96, hence nightly, as for nisshi.
+# About 8 minutes on 2 cores.
+CRABKA_VERSION=0.3.8
+CRABKA_SHA256=062fa98460fe2b02255966161edda38e856e5547c0f8796d14c2854e40e11441
+if [[ ",${WEIR_BROKERS:-nisshi}," == *",crabka,"* ]] \
+  && [ "$(installed_version crabka-broker)" != "$CRABKA_VERSION" ]; then
+  log "building crabka-broker $CRABKA_VERSION (about 8 minutes on 2 cores)"
+  src="$(mktemp -d)"
+  curl -sSfL -o "$src/crabka.crate" \
+    "https://static.crates.io/crates/crabka-broker/crabka-broker-$CRABKA_VERSION.crate"
+  echo "$CRABKA_SHA256  $src/crabka.crate" | sha256sum -c --quiet
+  tar xzf "$src/crabka.crate" -C "$src"
+  (cd "$src/crabka-broker-$CRABKA_VERSION" \
+    && CARGO_TARGET_DIR="$TOOLS/target-crabka" cargo +nightly build --locked --release --quiet --bin crabka-broker)
+  cp "$TOOLS/target-crabka/release/crabka-broker" "$TOOLS/bin/crabka-broker"
+  rm -rf "$TOOLS/target-crabka" "$src"
+fi
+
 # ---------------------------------------------------------------------------
 # Kubernetes manifests (deploy/k8s), for tests/tests/deploy_k8s.rs: kubectl
 # 1.20 from Debian's kubernetes-client (its `kubectl kustomize` is kustomize

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Starts one real part of the local stack in the foreground, on loopback:
 #   part.sh kafka      PORT DATA_DIR
+#   part.sh crabka     PORT DATA_DIR   (crabka-broker instead of nisshi, on
+#                                       127.0.H.L:PORT with H.L the port's two
+#                                       bytes: see below; WEIR_BROKERS=crabka
+#                                       for install.sh to build it)
 #   part.sh registry   PORT
 #   part.sh clickhouse PORT DATA_DIR
 #   part.sh s3         PORT DATA_DIR   (bucket `weir-archive`; keys from
@@ -20,6 +24,36 @@ case "$part" in
     exec "$TOOLS/bin/nisshi" broker --silent \
       --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
       --storage-engine "sqlite:///$(cd "$3" && pwd)/nisshi.db" --group-initial-rebalance-delay 0s ;;
+  crabka)
+    # Its raft listener is fixed at <listen IP>:9093, so each broker gets a
+    # loopback address of its own, made from its port, and stays off
+    # 127.0.0.1:9093 (Alertmanager's port in up.sh).
+    host="127.0.$((port >> 8)).$((port & 255))"
+    mkdir -p "$3"
+    data="$(cd "$3" && pwd)"
+    if [ ! -f "$data/meta.properties.json" ]; then
+      # Format: the broker reads only directory_id from this file. Then one
+      # start to take transaction.version from 2 down to classic (see
+      # kafka_features.py), which the metadata log keeps across restarts.
+      uuid() { cat /proc/sys/kernel/random/uuid; }
+      uuid > "$data/weir-cluster-id"
+      printf '{"cluster_id":"%s","directory_id":"%s","version":1,"node_id":1}\n' \
+        "$(cat "$data/weir-cluster-id")" "$(uuid)" > "$data/meta.properties.json.new"
+      mv "$data/meta.properties.json.new" "$data/meta.properties.json"
+      formatting=1
+    fi
+    args=(--listen-addr "$host:$port" --log-dir "$data" --metrics-listen-addr none
+          --cluster-id "$(cat "$data/weir-cluster-id")")
+    if [ -n "${formatting:-}" ]; then
+      "$TOOLS/bin/crabka-broker" "${args[@]}" & pid=$!
+      for _ in $(seq 150); do
+        (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && break
+        sleep 0.2
+      done
+      python3 "$HERE/kafka_features.py" "$host:$port" transaction.version 0
+      kill -TERM "$pid"; wait "$pid" || true
+    fi
+    exec "$TOOLS/bin/crabka-broker" "${args[@]}" ;;
   registry)
     exec "$TOOLS/bin/rivven-schema" serve --host 127.0.0.1 --port "$port" --log-level warn ;;
   clickhouse)
@@ -46,5 +80,5 @@ case "$part" in
     mkdir -p "$3/tmp" "$3/new" "$3/cur"
     exec "$TOOLS/venv-smtp/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" \
       -c aiosmtpd.handlers.Mailbox "$3" ;;
-  *) echo "unknown part: $part (kafka, registry, clickhouse, s3, prometheus, alertmanager or smtp)" >&2; exit 2 ;;
+  *) echo "unknown part: $part (kafka, crabka, registry, clickhouse, s3, prometheus, alertmanager or smtp)" >&2; exit 2 ;;
 esac

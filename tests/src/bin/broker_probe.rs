@@ -1,0 +1,507 @@
+//! Probes what a Kafka broker does with transactions, the behaviours weir's
+//! exactly-once path relies on, and how fast one consumer reads from it.
+//!
+//! `cargo build --release --bins && target/release/broker-probe [nisshi] [crabka]`
+//!
+//! Each broker named is started fresh through `deploy/local/part.sh`
+//! (`kafka` is nisshi; `crabka` needs `WEIR_BROKERS=nisshi,crabka
+//! deploy/local/install.sh`), probed, and stopped; then one table compares
+//! them. A behaviour is "yes" when the broker does what Apache Kafka
+//! specifies, "no" with what was seen instead.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+use weir_core::kafka::KafkaConfig;
+use weir_core::topic_reader::{read_to_end, Isolation};
+use weir_tests::stack::{free_port, repo_root, Proc};
+
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+const T: Duration = Duration::from_secs(30);
+/// How long a transaction a killed producer left open may live.
+const TXN_TIMEOUT_MS: u64 = 5_000;
+const FETCH_RECORDS: usize = 1_000_000;
+
+/// One behaviour's result on one broker.
+struct Seen {
+    kafka_like: bool,
+    detail: String,
+}
+
+fn yes(detail: impl Into<String>) -> Seen {
+    Seen {
+        kafka_like: true,
+        detail: detail.into(),
+    }
+}
+
+fn no(detail: impl Into<String>) -> Seen {
+    Seen {
+        kafka_like: false,
+        detail: detail.into(),
+    }
+}
+
+/// A broker started for the probe.
+struct Broker {
+    proc: Proc,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start(kind: &str) -> anyhow::Result<Broker> {
+        let dir = tempfile::Builder::new().prefix("weir-probe-").tempdir()?;
+        let port = free_port();
+        let (part, host) = match kind {
+            "nisshi" => ("kafka", "127.0.0.1".to_string()),
+            // part.sh puts crabka on a loopback address made from its port.
+            "crabka" => ("crabka", format!("127.0.{}.{}", port >> 8, port & 255)),
+            other => anyhow::bail!("unknown broker {other} (nisshi or crabka)"),
+        };
+        let proc = Proc::spawn(
+            kind,
+            vec![
+                repo_root()
+                    .join("deploy/local/part.sh")
+                    .display()
+                    .to_string(),
+                part.into(),
+                port.to_string(),
+                dir.path().join("data").display().to_string(),
+            ],
+            vec![],
+            dir.path().join("broker.log"),
+        );
+        let address = format!("{host}:{port}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(&address).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{kind} did not open {address}:\n{}",
+                proc.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(Broker {
+            proc,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+fn config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c
+}
+
+async fn create_topic(
+    brokers: &str,
+    name: &str,
+    partitions: i32,
+    compact: bool,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config(brokers).create()?;
+    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    if compact {
+        // Small segments, so that a compacting broker has sealed ones to clean.
+        t = t
+            .set("cleanup.policy", "compact")
+            .set("segment.bytes", "1024");
+    }
+    for r in admin.create_topics([&t], &AdminOptions::new()).await? {
+        r.map_err(|(topic, e)| anyhow::anyhow!("creating {topic}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn txn_producer(brokers: &str, id: &str) -> anyhow::Result<TxnProducer> {
+    let p: TxnProducer = config(brokers)
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", TXN_TIMEOUT_MS.to_string())
+        .set("linger.ms", "0")
+        .create()?;
+    p.init_transactions(T)?;
+    Ok(p)
+}
+
+fn send(p: &TxnProducer, topic: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    p.send(BaseRecord::to(topic).key(key).payload(value))
+        .map_err(|(e, _)| anyhow::anyhow!("{e}"))
+}
+
+/// One transaction of `records`, committed or aborted.
+fn transaction(
+    p: &TxnProducer,
+    topic: &str,
+    records: &[(&str, &str)],
+    commit: bool,
+) -> anyhow::Result<()> {
+    p.begin_transaction()?;
+    for (k, v) in records {
+        send(p, topic, k, v)?;
+    }
+    if commit {
+        p.commit_transaction(T)?;
+    } else {
+        p.flush(T)?;
+        p.abort_transaction(T)?;
+    }
+    Ok(())
+}
+
+/// Every value in `topic`, read to its end as `isolation` shows it.
+fn values(
+    brokers: &str,
+    topic: &str,
+    isolation: Isolation,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let kafka = KafkaConfig {
+        brokers: brokers.into(),
+        ..Default::default()
+    };
+    let mut out = vec![];
+    read_to_end(&kafka, "broker-probe-reader", topic, None, isolation, |m| {
+        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+        out.push((text(m.key()), text(m.payload())));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn committed_values(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> {
+    Ok(values(brokers, topic, Isolation::ReadCommitted)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// Two transactions in a row commit (crabka with transaction.version 2
+/// fenced librdkafka's second one), and `read_committed` sees both.
+fn commit(brokers: &str) -> anyhow::Result<Seen> {
+    let p = txn_producer(brokers, "probe-commit")?;
+    for v in ["c1", "c2"] {
+        if let Err(e) = transaction(&p, "probe.txn", &[("k", v)], true) {
+            return Ok(no(format!("transaction {v} failed: {e}")));
+        }
+    }
+    let seen = committed_values(brokers, "probe.txn")?;
+    Ok(if seen == ["c1", "c2"] {
+        yes("two transactions committed, both read")
+    } else {
+        no(format!("read_committed saw {seen:?}"))
+    })
+}
+
+/// An aborted record is invisible to `read_committed`.
+fn abort(brokers: &str) -> anyhow::Result<Seen> {
+    let p = txn_producer(brokers, "probe-commit")?;
+    transaction(&p, "probe.txn", &[("k", "a1")], false)?;
+    transaction(&p, "probe.txn", &[("k", "c3")], true)?;
+    let seen = committed_values(brokers, "probe.txn")?;
+    Ok(if seen == ["c1", "c2", "c3"] {
+        yes("aborted a1 not read; c3 after it read")
+    } else {
+        no(format!("read_committed saw {seen:?}"))
+    })
+}
+
+/// A producer with an old epoch is fenced once another initialises its id.
+fn zombie(brokers: &str) -> anyhow::Result<Seen> {
+    let old = txn_producer(brokers, "probe-zombie")?;
+    let _new = txn_producer(brokers, "probe-zombie")?;
+    Ok(
+        match transaction(&old, "probe.txn", &[("z", "zombie")], true) {
+            Err(e) => yes(format!("fenced: {e}")),
+            Ok(()) => no("the old producer committed"),
+        },
+    )
+}
+
+/// Offsets sent in a committed transaction are the group's; those of an
+/// aborted one are not.
+fn offsets(brokers: &str) -> anyhow::Result<Seen> {
+    let consumer: BaseConsumer = config(brokers)
+        .set("group.id", "probe-offsets")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&["probe.txn"])?;
+    let deadline = Instant::now() + T;
+    while consumer.assignment()?.count() == 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the probe's consumer got no partition"
+        );
+        consumer.poll(Duration::from_millis(100));
+    }
+    let p = txn_producer(brokers, "probe-offsets")?;
+    let meta = consumer
+        .group_metadata()
+        .ok_or_else(|| anyhow::anyhow!("no group metadata"))?;
+    for (offset, commit) in [(2, true), (3, false)] {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("probe.txn", 0, Offset::Offset(offset))?;
+        p.begin_transaction()?;
+        p.send_offsets_to_transaction(&tpl, &meta, T)?;
+        if commit {
+            p.commit_transaction(T)?;
+        } else {
+            p.abort_transaction(T)?;
+        }
+    }
+    let committed = consumer.committed(T)?;
+    let at = committed.find_partition("probe.txn", 0).map(|e| e.offset());
+    Ok(match at {
+        Some(Offset::Offset(2)) => yes("committed 2; the aborted 3 not applied"),
+        other => no(format!("the group's offset is {other:?}, want 2")),
+    })
+}
+
+/// Inside the child process: begins a transaction, writes one record, says
+/// so, and waits to be killed.
+fn hang(brokers: &str) -> anyhow::Result<()> {
+    let p = txn_producer(brokers, "probe-hang")?;
+    p.begin_transaction()?;
+    send(&p, "probe.hang", "h", "h1")?;
+    p.flush(T)?;
+    println!("open");
+    std::thread::sleep(Duration::from_secs(600));
+    Ok(())
+}
+
+/// A producer killed inside a transaction: the broker aborts it after
+/// `transaction.timeout.ms`, so records after it become readable and its own
+/// never do.
+fn timeout(brokers: &str) -> anyhow::Result<Seen> {
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["hang", brokers])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    anyhow::ensure!(line.trim() == "open", "the hanging producer said {line:?}");
+    child.kill()?;
+    child.wait()?;
+    let killed = Instant::now();
+    let p: TxnProducer = config(brokers).set("enable.idempotence", "true").create()?;
+    p.send(BaseRecord::to("probe.hang").key("a").payload("after"))
+        .map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
+    p.flush(T)?;
+    let consumer: BaseConsumer = config(brokers)
+        .set("group.id", "probe-hang-reader")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&["probe.hang"])?;
+    let mut seen = vec![];
+    let limit = Duration::from_secs(60);
+    while killed.elapsed() < limit && !seen.iter().any(|v| v == "after") {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    Ok(
+        match (
+            seen.iter().any(|v| v == "after"),
+            seen.iter().any(|v| v == "h1"),
+        ) {
+            (true, false) => yes(format!(
+                "aborted; the next record readable {:.1} s after the kill (timeout {} s)",
+                killed.elapsed().as_secs_f64(),
+                TXN_TIMEOUT_MS / 1000
+            )),
+            (true, true) => no("the killed producer's record was read"),
+            (false, _) => no(format!(
+                "still open after {} s: every later record blocked for read_committed",
+                limit.as_secs()
+            )),
+        },
+    )
+}
+
+/// A compacted topic keeps a key's committed value when a later version of
+/// it was aborted, through the broker's cleaning (crabka cleans every 30 s;
+/// nisshi at start-up, hence the restart).
+fn compaction(broker: &mut Broker) -> anyhow::Result<Seen> {
+    let brokers = broker.address.clone();
+    let p = txn_producer(&brokers, "probe-compact")?;
+    transaction(&p, "probe.compact", &[("key", "v1")], true)?;
+    transaction(&p, "probe.compact", &[("key", "v2-aborted")], false)?;
+    let filler: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("f{i}"), "x".repeat(100)))
+        .collect();
+    let refs: Vec<(&str, &str)> = filler
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    transaction(&p, "probe.compact", &refs, true)?;
+    drop(p);
+    std::thread::sleep(Duration::from_secs(40));
+    broker.proc.terminate();
+    broker.proc.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&brokers).is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the broker did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all = values(&brokers, "probe.compact", Isolation::ReadUncommitted)?;
+    let key: Vec<&str> = all
+        .iter()
+        .filter(|(k, _)| k == "key")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let committed: Vec<String> = values(&brokers, "probe.compact", Isolation::ReadCommitted)?
+        .into_iter()
+        .filter(|(k, _)| k == "key")
+        .map(|(_, v)| v)
+        .collect();
+    let compacted = all.len() < 202;
+    Ok(match committed.last().map(String::as_str) {
+        Some("v1") => yes(format!(
+            "key reads v1 (versions left {key:?}; {})",
+            if compacted {
+                "compacted"
+            } else {
+                "nothing compacted yet"
+            }
+        )),
+        other => no(format!(
+            "key reads {other:?} (versions left {key:?}; {})",
+            if compacted {
+                "compacted"
+            } else {
+                "nothing compacted yet"
+            }
+        )),
+    })
+}
+
+/// One consumer reading `FETCH_RECORDS` records of 100 bytes: records/s.
+fn fetch_rate(brokers: &str) -> anyhow::Result<f64> {
+    let p: TxnProducer = config(brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?;
+    let value = "v".repeat(100);
+    for i in 0..FETCH_RECORDS {
+        let key = i.to_string();
+        let mut record = BaseRecord::to("probe.fetch").key(&key).payload(&value);
+        while let Err((e, r)) = p.send(record) {
+            anyhow::ensure!(
+                e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                "{e}"
+            );
+            record = r;
+            p.poll(Duration::from_millis(5));
+        }
+    }
+    p.flush(Duration::from_secs(300))?;
+    let consumer: BaseConsumer = config(brokers)
+        .set("group.id", "probe-fetch")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    consumer.subscribe(&["probe.fetch"])?;
+    let mut n = 0;
+    let mut started = None;
+    let mut last = Instant::now();
+    while n < FETCH_RECORDS {
+        anyhow::ensure!(last.elapsed() < T, "the fetch stalled at {n} records");
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            m?;
+            started.get_or_insert_with(Instant::now);
+            n += 1;
+            last = Instant::now();
+        }
+    }
+    Ok(n as f64 / started.map_or(1.0, |s| s.elapsed().as_secs_f64()))
+}
+
+/// Every probe on one broker, in order; an error in a probe is its result.
+fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'static str, Seen)>> {
+    let mut broker = Broker::start(kind)?;
+    let b = broker.address.clone();
+    for (topic, partitions, compact) in [
+        ("probe.txn", 1, false),
+        ("probe.hang", 1, false),
+        ("probe.compact", 1, true),
+        ("probe.fetch", 4, false),
+    ] {
+        rt.block_on(create_topic(&b, topic, partitions, compact))?;
+    }
+    let or_error = |r: anyhow::Result<Seen>| r.unwrap_or_else(|e| no(format!("error: {e:#}")));
+    // In order: the commit probe's records are what the abort probe reads.
+    let out = vec![
+        ("two transactions commit", or_error(commit(&b))),
+        (
+            "aborted record invisible to read_committed",
+            or_error(abort(&b)),
+        ),
+        ("zombie with an old epoch fenced", or_error(zombie(&b))),
+        ("transactional offset commits", or_error(offsets(&b))),
+        (
+            "killed producer's transaction times out",
+            or_error(timeout(&b)),
+        ),
+        (
+            "compaction keeps the last committed version",
+            or_error(compaction(&mut broker)),
+        ),
+        (
+            "one consumer's fetch rate, 1 M records of 100 B",
+            match fetch_rate(&b) {
+                Ok(r) => yes(format!("{r:.0} records/s")),
+                Err(e) => no(format!("error: {e:#}")),
+            },
+        ),
+    ];
+    Ok(out)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("hang") {
+        return hang(args.get(1).map_or("", String::as_str));
+    }
+    let kinds = if args.is_empty() {
+        vec!["nisshi".to_string()]
+    } else {
+        args
+    };
+    let mut results = vec![];
+    for kind in &kinds {
+        eprintln!("probing {kind}");
+        let rt = tokio::runtime::Runtime::new()?;
+        let r = probe(&rt, kind)?;
+        results.push((kind.clone(), r));
+    }
+    print!("| behaviour |");
+    for (kind, _) in &results {
+        print!(" {kind} |");
+    }
+    println!();
+    println!("|---|{}", "---|".repeat(results.len()));
+    for (i, (what, _)) in results[0].1.iter().enumerate() {
+        print!("| {what} |");
+        for (_, r) in &results {
+            let s = &r[i].1;
+            print!(
+                " {}: {} |",
+                if s.kafka_like { "yes" } else { "**no**" },
+                s.detail
+            );
+        }
+        println!();
+    }
+    Ok(())
+}
