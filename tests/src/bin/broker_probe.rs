@@ -22,6 +22,8 @@ use weir_core::topic_reader::{read_to_end, Isolation};
 use weir_tests::stack::{free_port, repo_root, Proc};
 
 type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+/// One probe, run on a started broker.
+type ProbeFn = Box<dyn FnOnce(&mut Broker) -> anyhow::Result<Seen>>;
 
 const T: Duration = Duration::from_secs(30);
 /// How long a transaction a killed producer left open may live.
@@ -349,7 +351,11 @@ fn compaction(broker: &mut Broker) -> anyhow::Result<Seen> {
     broker.proc.restart();
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(&brokers).is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the broker did not come back");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the broker did not come back after a restart: {}",
+            broker.proc.log_tail(1)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let all = values(&brokers, "probe.compact", Isolation::ReadUncommitted)?;
@@ -439,32 +445,42 @@ fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'stat
     ] {
         rt.block_on(create_topic(&b, topic, partitions, compact))?;
     }
-    let or_error = |r: anyhow::Result<Seen>| r.unwrap_or_else(|e| no(format!("error: {e:#}")));
-    // In order: the commit probe's records are what the abort probe reads.
-    let out = vec![
-        ("two transactions commit", or_error(commit(&b))),
+    // In order: the commit probe's records are what the abort probe reads,
+    // and compaction restarts the broker, so it comes last.
+    let probes: Vec<(&'static str, ProbeFn)> = vec![
+        ("two transactions commit", Box::new(|b| commit(&b.address))),
         (
             "aborted record invisible to read_committed",
-            or_error(abort(&b)),
+            Box::new(|b| abort(&b.address)),
         ),
-        ("zombie with an old epoch fenced", or_error(zombie(&b))),
-        ("transactional offset commits", or_error(offsets(&b))),
+        (
+            "zombie with an old epoch fenced",
+            Box::new(|b| zombie(&b.address)),
+        ),
+        (
+            "transactional offset commits",
+            Box::new(|b| offsets(&b.address)),
+        ),
         (
             "killed producer's transaction times out",
-            or_error(timeout(&b)),
-        ),
-        (
-            "compaction keeps the last committed version",
-            or_error(compaction(&mut broker)),
+            Box::new(|b| timeout(&b.address)),
         ),
         (
             "one consumer's fetch rate, 1 M records of 100 B",
-            match fetch_rate(&b) {
-                Ok(r) => yes(format!("{r:.0} records/s")),
-                Err(e) => no(format!("error: {e:#}")),
-            },
+            Box::new(|b| fetch_rate(&b.address).map(|r| yes(format!("{r:.0} records/s")))),
+        ),
+        (
+            "compaction keeps the last committed version",
+            Box::new(compaction),
         ),
     ];
+    let mut out = vec![];
+    for (what, run) in probes {
+        let seen = run(&mut broker).unwrap_or_else(|e| no(format!("error: {e:#}")));
+        // As it comes, so that a probe that hangs leaves the others' results.
+        eprintln!("{kind}: {what}: {}", seen.detail);
+        out.push((what, seen));
+    }
     Ok(out)
 }
 
