@@ -141,20 +141,6 @@ pub async fn post(ingest: &str, label: &str, rate: Option<f64>, until: Until) ->
     }
 }
 
-/// The query API's total for `name` (a name or `ns.*`), with the bench's
-/// read key; `None` while it does not answer.
-pub async fn counted(aggregator: &str, name: &str) -> Option<u64> {
-    let r = reqwest::Client::new()
-        .get(format!("{aggregator}/v1/metrics?name={name}"))
-        .header("x-read-key", READ_KEY)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .ok()?;
-    let v: serde_json::Value = r.json().await.ok()?;
-    v["total_count"].as_u64()
-}
-
 /// One probe: a single event with a name of its own, posted alone.
 #[derive(Clone)]
 struct Probe {
