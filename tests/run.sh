@@ -30,5 +30,13 @@ echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-targets -- --test-threads=2 2>&1 | tee "$log"
+if [[ ",${WEIR_BROKERS:-nisshi}," == *",crabka,"* ]]; then
+  # The exactly-once suite again, on the second broker install.sh built
+  # (docs/testing.md, "Two brokers").
+  echo "== the exactly-once suite on crabka-broker"
+  WEIR_TEST_BROKER=crabka cargo test -p weir-tests \
+    --test pipeline --test chaos --test chaos_processor --test changelog_compaction \
+    -- --test-threads=2 2>&1 | tee -a "$log"
+fi
 # One closing line for the whole run (the Python tests are counted above).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "weir tests: %d passed, %d failed\n", p, f }' "$log"

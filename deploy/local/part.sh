@@ -54,6 +54,8 @@ case "$part" in
       done
       python3 "$HERE/kafka_features.py" "$host:$port" transaction.version 0
       kill -TERM "$pid"; wait "$pid" || true
+      # Callers wait for this before the port: the formatting start opens it too.
+      touch "$data/weir-formatted"
     fi
     exec "$TOOLS/bin/crabka-broker" "${args[@]}" ;;
   registry)

@@ -144,42 +144,128 @@ impl Drop for Proc {
     }
 }
 
-/// A Kafka broker (nisshi) alone, for tests of one stage's Kafka I/O.
-pub struct Broker {
-    pub dir: tempfile::TempDir,
-    pub proc: Proc,
-    pub port: u16,
+/// The Kafka broker a test runs: `WEIR_TEST_BROKER`, `nisshi` (the default)
+/// or `crabka` (crabka-broker, built by `WEIR_BROKERS=nisshi,crabka
+/// deploy/local/install.sh`). Both are started by `deploy/local/part.sh`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    Nisshi,
+    Crabka,
 }
 
-impl Broker {
-    pub async fn start() -> Broker {
-        let dir = tempfile::Builder::new()
-            .prefix("weir-broker-")
-            .tempdir()
-            .expect("temp dir");
-        let port = free_port();
+impl BrokerKind {
+    pub fn named(name: &str) -> anyhow::Result<BrokerKind> {
+        match name {
+            "nisshi" => Ok(BrokerKind::Nisshi),
+            "crabka" => Ok(BrokerKind::Crabka),
+            other => anyhow::bail!("unknown broker {other:?} (nisshi or crabka)"),
+        }
+    }
+
+    /// `WEIR_TEST_BROKER`, nisshi when unset.
+    pub fn from_env() -> BrokerKind {
+        let name = std::env::var("WEIR_TEST_BROKER").unwrap_or_else(|_| "nisshi".into());
+        BrokerKind::named(&name).unwrap_or_else(|e| panic!("WEIR_TEST_BROKER: {e}"))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Nisshi => "nisshi",
+            BrokerKind::Crabka => "crabka",
+        }
+    }
+
+    /// The broker's `part.sh` part.
+    fn part(self) -> &'static str {
+        match self {
+            BrokerKind::Nisshi => "kafka",
+            BrokerKind::Crabka => "crabka",
+        }
+    }
+
+    /// Where `part.sh` serves it: crabka on a loopback address made from its
+    /// port, because its raft listener is fixed at `<listen IP>:9093`.
+    pub fn address(self, port: u16) -> String {
+        match self {
+            BrokerKind::Nisshi => format!("127.0.0.1:{port}"),
+            BrokerKind::Crabka => format!("127.0.{}.{}:{port}", port >> 8, port & 255),
+        }
+    }
+
+    /// Waits until the broker `spawn` started serves: crabka's first start
+    /// opens the port twice (`part.sh` formats it with one start, then
+    /// serves with a second), so the wait is for the end of formatting first.
+    async fn wait_serving(self, address: &str, dir: &Path, proc: &Proc) {
+        if self == BrokerKind::Crabka {
+            let formatted = dir.join("kafka/weir-formatted");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !formatted.exists() {
+                assert!(
+                    Instant::now() < deadline,
+                    "crabka was not formatted in 60 s:\n{}",
+                    proc.log_tail(30)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        wait_addr(address, proc).await;
+    }
+
+    /// Starts it on `port` with its data under `dir`, logging to `dir`.
+    fn spawn(self, port: u16, dir: &Path) -> Proc {
         let cmd = vec![
             repo_root()
                 .join("deploy/local/part.sh")
                 .display()
                 .to_string(),
-            "kafka".into(),
+            self.part().into(),
             port.to_string(),
-            dir.path().join("kafka").display().to_string(),
+            dir.join("kafka").display().to_string(),
         ];
-        let proc = Proc::spawn("kafka", cmd, vec![], dir.path().join("kafka.log"));
-        wait_tcp(port, &proc).await;
-        Broker { dir, proc, port }
+        Proc::spawn(self.name(), cmd, vec![], dir.join("kafka.log"))
+    }
+}
+
+/// A Kafka broker alone, for tests of one stage's Kafka I/O.
+pub struct Broker {
+    pub dir: tempfile::TempDir,
+    pub proc: Proc,
+    pub kind: BrokerKind,
+    /// `host:port`, what clients bootstrap from.
+    pub address: String,
+}
+
+impl Broker {
+    /// The broker `WEIR_TEST_BROKER` names.
+    pub async fn start() -> Broker {
+        Broker::start_kind(BrokerKind::from_env()).await
+    }
+
+    pub async fn start_kind(kind: BrokerKind) -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("weir-broker-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let proc = kind.spawn(port, dir.path());
+        let address = kind.address(port);
+        kind.wait_serving(&address, dir.path(), &proc).await;
+        Broker {
+            dir,
+            proc,
+            kind,
+            address,
+        }
     }
 
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.address.clone()
     }
 
     /// kill -9, then start again on the same data and wait for the port.
     pub async fn kill9_and_restart(&mut self) {
         self.proc.restart();
-        wait_tcp(self.port, &self.proc).await;
+        wait_addr(&self.address, &self.proc).await;
     }
 }
 
@@ -233,7 +319,9 @@ impl Stage {
 pub struct Stack {
     pub dir: tempfile::TempDir,
     pub kafka: Proc,
-    pub kafka_port: u16,
+    pub broker: BrokerKind,
+    /// The broker's `host:port`.
+    pub kafka_address: String,
     pub registry: Proc,
     pub registry_port: u16,
     pub clickhouse: Proc,
@@ -241,7 +329,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts a broker, a registry and ClickHouse, each on its own free port.
+    /// Starts a broker (the one `WEIR_TEST_BROKER` names), a registry and
+    /// ClickHouse, each on its own free port.
     pub async fn start() -> Stack {
         let dir = tempfile::Builder::new()
             .prefix("weir-test-")
@@ -262,10 +351,14 @@ impl Stack {
             Proc::spawn(name, cmd, vec![], dir.path().join(format!("{name}.log")))
         };
         let (kafka_port, registry_port, clickhouse_port) = (free_port(), free_port(), free_port());
-        let kafka = part("kafka", kafka_port, Some("kafka"));
+        let broker = BrokerKind::from_env();
+        let kafka = broker.spawn(kafka_port, dir.path());
+        let kafka_address = broker.address(kafka_port);
         let registry = part("registry", registry_port, None);
         let clickhouse = part("clickhouse", clickhouse_port, Some("clickhouse"));
-        wait_tcp(kafka_port, &kafka).await;
+        broker
+            .wait_serving(&kafka_address, dir.path(), &kafka)
+            .await;
         wait_http(
             &format!("http://127.0.0.1:{registry_port}/subjects"),
             Duration::from_secs(60),
@@ -281,7 +374,8 @@ impl Stack {
         Stack {
             dir,
             kafka,
-            kafka_port,
+            broker,
+            kafka_address,
             registry,
             registry_port,
             clickhouse,
@@ -300,7 +394,7 @@ impl Stack {
     }
 
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        self.kafka_address.clone()
     }
 
     /// Config shared by the three stages, as `WEIR_` environment variables.
@@ -379,18 +473,20 @@ impl Stack {
 }
 
 pub async fn wait_tcp(port: u16, proc: &Proc) {
+    wait_addr(&format!("127.0.0.1:{port}"), proc).await;
+}
+
+/// Waits up to 60 s for `address` (`host:port`) to accept a connection.
+pub async fn wait_addr(address: &str, proc: &Proc) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!(
-        "{} did not open port {port}:\n{}",
+        "{} did not open {address}:\n{}",
         proc.name,
         proc.log_tail(30)
     );

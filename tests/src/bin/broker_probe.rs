@@ -19,7 +19,7 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 use weir_core::kafka::KafkaConfig;
 use weir_core::topic_reader::{read_to_end, Isolation};
-use weir_tests::stack::{free_port, repo_root, Proc};
+use weir_tests::stack::{Broker, BrokerKind};
 
 type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 /// One probe, run on a started broker.
@@ -47,55 +47,6 @@ fn no(detail: impl Into<String>) -> Seen {
     Seen {
         kafka_like: false,
         detail: detail.into(),
-    }
-}
-
-/// A broker started for the probe.
-struct Broker {
-    proc: Proc,
-    address: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start(kind: &str) -> anyhow::Result<Broker> {
-        let dir = tempfile::Builder::new().prefix("weir-probe-").tempdir()?;
-        let port = free_port();
-        let (part, host) = match kind {
-            "nisshi" => ("kafka", "127.0.0.1".to_string()),
-            // part.sh puts crabka on a loopback address made from its port.
-            "crabka" => ("crabka", format!("127.0.{}.{}", port >> 8, port & 255)),
-            other => anyhow::bail!("unknown broker {other} (nisshi or crabka)"),
-        };
-        let proc = Proc::spawn(
-            kind,
-            vec![
-                repo_root()
-                    .join("deploy/local/part.sh")
-                    .display()
-                    .to_string(),
-                part.into(),
-                port.to_string(),
-                dir.path().join("data").display().to_string(),
-            ],
-            vec![],
-            dir.path().join("broker.log"),
-        );
-        let address = format!("{host}:{port}");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(&address).is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{kind} did not open {address}:\n{}",
-                proc.log_tail(30)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(Broker {
-            proc,
-            address,
-            _dir: dir,
-        })
     }
 }
 
@@ -267,24 +218,23 @@ fn offsets(brokers: &str) -> anyhow::Result<Seen> {
     })
 }
 
-/// Inside the child process: begins a transaction, writes one record, says
-/// so, and waits to be killed.
-fn hang(brokers: &str) -> anyhow::Result<()> {
-    let p = txn_producer(brokers, "probe-hang")?;
+/// Inside the child process: begins a transaction, writes one record `h1`
+/// to `topic`, says so, and waits to be killed.
+fn hang(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    let p = txn_producer(brokers, &format!("{topic}-hang"))?;
     p.begin_transaction()?;
-    send(&p, "probe.hang", "h", "h1")?;
+    send(&p, topic, "h", "h1")?;
     p.flush(T)?;
     println!("open");
     std::thread::sleep(Duration::from_secs(600));
     Ok(())
 }
 
-/// A producer killed inside a transaction: the broker aborts it after
-/// `transaction.timeout.ms`, so records after it become readable and its own
-/// never do.
-fn timeout(brokers: &str) -> anyhow::Result<Seen> {
+/// Starts a child producer that leaves a transaction open on `topic`, and
+/// SIGKILLs it once the transaction holds a record.
+fn leave_open_transaction(brokers: &str, topic: &str) -> anyhow::Result<()> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["hang", brokers])
+        .args(["hang", brokers, topic])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let mut line = String::new();
@@ -292,24 +242,81 @@ fn timeout(brokers: &str) -> anyhow::Result<Seen> {
     anyhow::ensure!(line.trim() == "open", "the hanging producer said {line:?}");
     child.kill()?;
     child.wait()?;
-    let killed = Instant::now();
+    Ok(())
+}
+
+/// Writes `after` to `topic` without a transaction, then reads the topic as
+/// `read_committed` until `after` shows or 60 s pass: what it read, in order.
+fn read_past_open_transaction(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> {
     let p: TxnProducer = config(brokers).set("enable.idempotence", "true").create()?;
-    p.send(BaseRecord::to("probe.hang").key("a").payload("after"))
+    p.send(BaseRecord::to(topic).key("a").payload("after"))
         .map_err(|(e, _)| anyhow::anyhow!("{e}"))?;
     p.flush(T)?;
     let consumer: BaseConsumer = config(brokers)
-        .set("group.id", "probe-hang-reader")
+        .set("group.id", format!("{topic}-reader"))
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .create()?;
-    consumer.subscribe(&["probe.hang"])?;
+    consumer.subscribe(&[topic])?;
     let mut seen = vec![];
-    let limit = Duration::from_secs(60);
-    while killed.elapsed() < limit && !seen.iter().any(|v| v == "after") {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) && !seen.iter().any(|v| v == "after") {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             seen.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
         }
     }
+    Ok(seen)
+}
+
+/// SIGKILLs the broker, starts it again on its data, and waits for its port.
+fn kill9_and_restart(broker: &mut Broker) -> anyhow::Result<()> {
+    broker.proc.restart();
+    wait_back(broker)
+}
+
+fn wait_back(broker: &Broker) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&broker.address).is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the broker did not come back after a restart: {}",
+            broker.proc.log_tail(1)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+/// A transaction left open when the broker is SIGKILLed stays invisible to
+/// `read_committed` after the restart (Kafka rebuilds its producer state
+/// from the log), and is aborted by its timeout.
+fn open_across_restart(broker: &mut Broker) -> anyhow::Result<Seen> {
+    leave_open_transaction(&broker.address, "probe.restart")?;
+    kill9_and_restart(broker)?;
+    let restarted = Instant::now();
+    let seen = read_past_open_transaction(&broker.address, "probe.restart")?;
+    Ok(
+        match (
+            seen.iter().any(|v| v == "after"),
+            seen.iter().any(|v| v == "h1"),
+        ) {
+            (true, false) => yes(format!(
+                "stayed invisible, aborted; the next record readable {:.1} s after the restart",
+                restarted.elapsed().as_secs_f64()
+            )),
+            (_, true) => no("the open transaction's record was read after the restart"),
+            (false, false) => no("still open 60 s after the restart: every later record blocked"),
+        },
+    )
+}
+
+/// A producer killed inside a transaction: the broker aborts it after
+/// `transaction.timeout.ms`, so records after it become readable and its own
+/// never do.
+fn timeout(brokers: &str) -> anyhow::Result<Seen> {
+    leave_open_transaction(brokers, "probe.hang")?;
+    let killed = Instant::now();
+    let seen = read_past_open_transaction(brokers, "probe.hang")?;
     Ok(
         match (
             seen.iter().any(|v| v == "after"),
@@ -323,7 +330,7 @@ fn timeout(brokers: &str) -> anyhow::Result<Seen> {
             (true, true) => no("the killed producer's record was read"),
             (false, _) => no(format!(
                 "still open after {} s: every later record blocked for read_committed",
-                limit.as_secs()
+                killed.elapsed().as_secs()
             )),
         },
     )
@@ -347,17 +354,10 @@ fn compaction(broker: &mut Broker) -> anyhow::Result<Seen> {
     transaction(&p, "probe.compact", &refs, true)?;
     drop(p);
     std::thread::sleep(Duration::from_secs(40));
+    // A clean stop: what the restart reads is what the broker wrote.
     broker.proc.terminate();
     broker.proc.restart();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&brokers).is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the broker did not come back after a restart: {}",
-            broker.proc.log_tail(1)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_back(broker)?;
     let all = values(&brokers, "probe.compact", Isolation::ReadUncommitted)?;
     let key: Vec<&str> = all
         .iter()
@@ -435,18 +435,19 @@ fn fetch_rate(brokers: &str) -> anyhow::Result<f64> {
 
 /// Every probe on one broker, in order; an error in a probe is its result.
 fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'static str, Seen)>> {
-    let mut broker = Broker::start(kind)?;
+    let mut broker = rt.block_on(Broker::start_kind(BrokerKind::named(kind)?));
     let b = broker.address.clone();
     for (topic, partitions, compact) in [
         ("probe.txn", 1, false),
         ("probe.hang", 1, false),
         ("probe.compact", 1, true),
         ("probe.fetch", 4, false),
+        ("probe.restart", 1, false),
     ] {
         rt.block_on(create_topic(&b, topic, partitions, compact))?;
     }
     // In order: the commit probe's records are what the abort probe reads,
-    // and compaction restarts the broker, so it comes last.
+    // and the last two restart the broker.
     let probes: Vec<(&'static str, ProbeFn)> = vec![
         ("two transactions commit", Box::new(|b| commit(&b.address))),
         (
@@ -470,6 +471,10 @@ fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'stat
             Box::new(|b| fetch_rate(&b.address).map(|r| yes(format!("{r:.0} records/s")))),
         ),
         (
+            "open transaction invisible across a broker SIGKILL",
+            Box::new(open_across_restart),
+        ),
+        (
             "compaction keeps the last committed version",
             Box::new(compaction),
         ),
@@ -487,7 +492,8 @@ fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'stat
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("hang") {
-        return hang(args.get(1).map_or("", String::as_str));
+        let arg = |i: usize| args.get(i).map_or("", String::as_str);
+        return hang(arg(1), arg(2));
     }
     let kinds = if args.is_empty() {
         vec!["nisshi".to_string()]

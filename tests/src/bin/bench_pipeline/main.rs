@@ -354,11 +354,12 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. Freshness at half the maximum, and what each event costs the broker.
     let rate = max_sustained / 2.0;
+    let broker_label = format!("broker ({})", p.stack.broker.name());
     let procs: Vec<(&str, Option<u32>)> = vec![
         ("ingest", p.ingest.proc.pid()),
         ("processor", p.processor.proc.pid()),
         ("aggregator", p.aggregator.proc.pid()),
-        ("broker (nisshi)", p.stack.kafka.pid()),
+        (broker_label.as_str(), p.stack.kafka.pid()),
         ("ClickHouse (chdb)", p.stack.clickhouse.pid()),
         ("registry", p.stack.registry.pid()),
         ("load client (this bench)", None),
