@@ -105,15 +105,11 @@ fi
 # About 8 minutes on 2 cores.
 CRABKA_VERSION=0.3.8
 CRABKA_SHA256=062fa98460fe2b02255966161edda38e856e5547c0f8796d14c2854e40e11441
-# One patch, ours: 0.3.8 replays __consumer_offsets without regard to
-# transactions, so a transaction's COMMIT marker is parsed as an offsets key
-# and the broker refuses to start after any transactional offset commit
-# ("STRING shorter than declared"), and aborted offsets would be applied.
-# The patch holds transactional batches per producer until the marker, as
-# Kafka's coordinator does. The stamp names version and patch, so a changed
-# patch rebuilds.
-CRABKA_PATCH="$(cd "$(dirname "$0")" && pwd)/crabka-0.3.8-replay-txn-offsets.patch"
-CRABKA_STAMP="$CRABKA_VERSION $(sha256sum "$CRABKA_PATCH" | cut -c1-16)"
+# Three patches, ours, each a bug a librdkafka client meets (docs/testing.md,
+# "Two brokers"): deploy/local/crabka-0.3.8-*.patch. The stamp names the
+# version and the patches, so a changed patch rebuilds.
+CRABKA_PATCHES=("$(cd "$(dirname "$0")" && pwd)"/crabka-$CRABKA_VERSION-*.patch)
+CRABKA_STAMP="$CRABKA_VERSION $(cat "${CRABKA_PATCHES[@]}" | sha256sum | cut -c1-16)"
 if [[ ",${WEIR_BROKERS:-nisshi}," == *",crabka,"* ]] \
   && [ "$(cat "$TOOLS/bin/crabka-broker.stamp" 2>/dev/null)" != "$CRABKA_STAMP" ]; then
   log "building crabka-broker $CRABKA_VERSION, patched (about 8 minutes on 2 cores)"
@@ -122,10 +118,12 @@ if [[ ",${WEIR_BROKERS:-nisshi}," == *",crabka,"* ]] \
     "https://static.crates.io/crates/crabka-broker/crabka-broker-$CRABKA_VERSION.crate"
   echo "$CRABKA_SHA256  $src/crabka.crate" | sha256sum -c --quiet
   tar xzf "$src/crabka.crate" -C "$src"
-  (cd "$src/crabka-broker-$CRABKA_VERSION" && git apply "$CRABKA_PATCH")
+  (cd "$src/crabka-broker-$CRABKA_VERSION" && git apply "${CRABKA_PATCHES[@]}")
   (cd "$src/crabka-broker-$CRABKA_VERSION" \
     && CARGO_TARGET_DIR="$TOOLS/target-crabka" cargo +nightly build --locked --release --quiet --bin crabka-broker)
-  cp "$TOOLS/target-crabka/release/crabka-broker" "$TOOLS/bin/crabka-broker"
+  # Through a rename: a broker still running keeps its old binary.
+  cp "$TOOLS/target-crabka/release/crabka-broker" "$TOOLS/bin/crabka-broker.new"
+  mv -f "$TOOLS/bin/crabka-broker.new" "$TOOLS/bin/crabka-broker"
   echo "$CRABKA_STAMP" > "$TOOLS/bin/crabka-broker.stamp"
   rm -rf "$TOOLS/target-crabka" "$src"
 fi
