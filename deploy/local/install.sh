@@ -105,7 +105,7 @@ fi
 # About 8 minutes on 2 cores.
 CRABKA_VERSION=0.3.8
 CRABKA_SHA256=062fa98460fe2b02255966161edda38e856e5547c0f8796d14c2854e40e11441
-# Three patches, ours, each a bug a librdkafka client meets (docs/testing.md,
+# Our patches, each a bug weir's suite met through librdkafka (docs/testing.md,
 # "Two brokers"): deploy/local/crabka-0.3.8-*.patch. The stamp names the
 # version and the patches, so a changed patch rebuilds.
 CRABKA_PATCHES=("$(cd "$(dirname "$0")" && pwd)"/crabka-$CRABKA_VERSION-*.patch)

@@ -242,10 +242,7 @@ impl Broker {
     }
 
     pub async fn start_kind(kind: BrokerKind) -> Broker {
-        let dir = tempfile::Builder::new()
-            .prefix("weir-broker-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = test_dir("weir-broker-");
         let port = free_port();
         let proc = kind.spawn(port, dir.path());
         let address = kind.address(port);
@@ -332,10 +329,7 @@ impl Stack {
     /// Starts a broker (the one `WEIR_TEST_BROKER` names), a registry and
     /// ClickHouse, each on its own free port.
     pub async fn start() -> Stack {
-        let dir = tempfile::Builder::new()
-            .prefix("weir-test-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = test_dir("weir-test-");
         let part = |name: &str, port: u16, data: Option<&str>| {
             let mut cmd = vec![
                 repo_root()
@@ -470,6 +464,20 @@ impl Stack {
         anyhow::ensure!(status.is_success(), "ClickHouse: {text}");
         Ok(text.trim().to_string())
     }
+}
+
+/// A test's scratch directory (data and logs), removed when the test ends
+/// unless `WEIR_TEST_KEEP` is set, for reading a failed run's logs.
+fn test_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(std::env::var_os("WEIR_TEST_KEEP").is_some())
+        .tempdir()
+        .expect("temp dir");
+    if std::env::var_os("WEIR_TEST_KEEP").is_some() {
+        eprintln!("WEIR_TEST_KEEP: keeping {}", dir.path().display());
+    }
+    dir
 }
 
 pub async fn wait_tcp(port: u16, proc: &Proc) {
