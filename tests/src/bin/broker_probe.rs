@@ -310,6 +310,44 @@ fn open_across_restart(broker: &mut Broker) -> anyhow::Result<Seen> {
     )
 }
 
+/// Writes `values` with a new idempotent producer and waits for the acks.
+fn idempotent_writes(brokers: &str, topic: &str, values: &[&str]) -> anyhow::Result<()> {
+    let p: TxnProducer = config(brokers).set("enable.idempotence", "true").create()?;
+    for v in values {
+        send(&p, topic, v, v)?;
+    }
+    p.flush(T)?;
+    Ok(())
+}
+
+/// An idempotent producer started after a broker restart has every
+/// acknowledged record written, although one before the restart wrote to
+/// the same partition: the broker must not hand out its producer id again.
+/// Each producer here is its life's first, so a counter that restarts
+/// with the broker gives both the same id.
+fn producer_after_restart(broker: &mut Broker) -> anyhow::Result<Seen> {
+    let topic = "probe.pid";
+    kill9_and_restart(broker)?;
+    idempotent_writes(&broker.address, topic, &["a0", "a1", "a2", "a3", "a4"])?;
+    kill9_and_restart(broker)?;
+    idempotent_writes(&broker.address, topic, &["b0", "b1", "b2"])?;
+    let read: Vec<String> = values(&broker.address, topic, Isolation::ReadUncommitted)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let missing: Vec<&str> = ["a0", "a1", "a2", "a3", "a4", "b0", "b1", "b2"]
+        .into_iter()
+        .filter(|v| !read.iter().any(|r| r == v))
+        .collect();
+    Ok(if missing.is_empty() {
+        yes("all 8 acknowledged records read")
+    } else {
+        no(format!(
+            "acknowledged but never written: {missing:?} (read {read:?})"
+        ))
+    })
+}
+
 /// A producer killed inside a transaction: the broker aborts it after
 /// `transaction.timeout.ms`, so records after it become readable and its own
 /// never do.
@@ -443,11 +481,12 @@ fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'stat
         ("probe.compact", 1, true),
         ("probe.fetch", 4, false),
         ("probe.restart", 1, false),
+        ("probe.pid", 1, false),
     ] {
         rt.block_on(create_topic(&b, topic, partitions, compact))?;
     }
     // In order: the commit probe's records are what the abort probe reads,
-    // and the last two restart the broker.
+    // and the last three restart the broker.
     let probes: Vec<(&'static str, ProbeFn)> = vec![
         ("two transactions commit", Box::new(|b| commit(&b.address))),
         (
@@ -473,6 +512,10 @@ fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'stat
         (
             "open transaction invisible across a broker SIGKILL",
             Box::new(open_across_restart),
+        ),
+        (
+            "idempotent producer after a broker restart has its records written",
+            Box::new(producer_after_restart),
         ),
         (
             "compaction keeps the last committed version",
