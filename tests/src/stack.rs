@@ -469,12 +469,13 @@ impl Stack {
 /// A test's scratch directory (data and logs), removed when the test ends
 /// unless `WEIR_TEST_KEEP` is set, for reading a failed run's logs.
 fn test_dir(prefix: &str) -> tempfile::TempDir {
+    let keep = std::env::var_os("WEIR_TEST_KEEP").is_some();
     let dir = tempfile::Builder::new()
         .prefix(prefix)
-        .disable_cleanup(std::env::var_os("WEIR_TEST_KEEP").is_some())
+        .disable_cleanup(keep)
         .tempdir()
         .expect("temp dir");
-    if std::env::var_os("WEIR_TEST_KEEP").is_some() {
+    if keep {
         eprintln!("WEIR_TEST_KEEP: keeping {}", dir.path().display());
     }
     dir
