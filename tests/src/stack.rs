@@ -487,18 +487,30 @@ pub async fn wait_tcp(port: u16, proc: &Proc) {
 
 /// Waits up to 60 s for `address` (`host:port`) to accept a connection.
 pub async fn wait_addr(address: &str, proc: &Proc) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
+    let addr = address.to_string();
+    let up = tokio::task::spawn_blocking(move || listening_within(&addr, Duration::from_secs(60)))
+        .await
+        .expect("the wait does not panic");
+    assert!(
+        up,
         "{} did not open {address}:\n{}",
         proc.name,
         proc.log_tail(30)
     );
+}
+
+/// Whether something accepts TCP connections on `address` before `timeout`.
+pub fn listening_within(address: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::net::TcpStream::connect(address).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 pub(crate) async fn wait_http(url: &str, timeout: Duration, proc: &Proc) {

@@ -19,7 +19,7 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 use weir_core::kafka::KafkaConfig;
 use weir_core::topic_reader::{read_to_end, Isolation};
-use weir_tests::stack::{Broker, BrokerKind};
+use weir_tests::stack::{listening_within, Broker, BrokerKind};
 
 type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 /// One probe, run on a started broker.
@@ -275,15 +275,11 @@ fn kill9_and_restart(broker: &mut Broker) -> anyhow::Result<()> {
 }
 
 fn wait_back(broker: &Broker) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&broker.address).is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the broker did not come back after a restart: {}",
-            broker.proc.log_tail(1)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    anyhow::ensure!(
+        listening_within(&broker.address, Duration::from_secs(60)),
+        "the broker did not come back after a restart: {}",
+        broker.proc.log_tail(1)
+    );
     Ok(())
 }
 
