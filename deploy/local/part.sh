@@ -30,7 +30,7 @@ case "$part" in
     # 127.0.0.1:9093 (Alertmanager's port in up.sh).
     host="127.0.$((port >> 8)).$((port & 255))"
     # It logs every request at info.
-    export RUST_LOG=warn
+    export RUST_LOG="${WEIR_CRABKA_LOG:-warn}"
     mkdir -p "$3"
     data="$(cd "$3" && pwd)"
     if [ ! -f "$data/meta.properties.json" ]; then

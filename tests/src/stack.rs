@@ -414,7 +414,14 @@ impl Stack {
                 "WEIR_AUTH__READ_KEYS",
                 format!("{}:{}", crate::load::READ_KEY, crate::load::TENANT),
             ),
-            ("RUST_LOG", "info,librdkafka=warn,rdkafka=warn".into()),
+            // WEIR_TEST_STAGE_LOG widens it when a run needs librdkafka's
+            // debug, e.g. "info,librdkafka=debug" with
+            // WEIR_KAFKA__PROPERTIES__DEBUG=cgrp,fetch (stages inherit it).
+            (
+                "RUST_LOG",
+                std::env::var("WEIR_TEST_STAGE_LOG")
+                    .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into()),
+            ),
             ("RUST_BACKTRACE", "0".into()),
         ]
         .into_iter()

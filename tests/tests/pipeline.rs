@@ -66,18 +66,25 @@ async fn run_exactly_once(
         "processor did not run in {expected_mode}:\n{chosen}"
     );
     let plan = plan(seed, TOTAL, 20, 2, USERS);
-    // Traffic flows steadily in the background while the processor dies; the
-    // last third waits until the crashes are done, so every crash is mid-stream.
+    // Traffic flows steadily in the background while the processor dies.
+    // Each life gets a share of the traffic after its crash (the first life
+    // half, then each later one an equal part of the rest), so every crash
+    // is mid-stream and every restarted life has input to commit before the
+    // next crash: a fast broker lets a life catch up with all that was sent,
+    // and a share held back until then is what the next life reads.
     let ingest_url = p.ingest.url("");
     let events = plan.events.clone();
-    let (crashes_done, mut wait_crashes) = tokio::sync::oneshot::channel::<()>();
+    let (faults_done, mut faults_seen) = tokio::sync::watch::channel(0usize);
+    let n_faults = faults.len();
     let sender = tokio::spawn(async move {
         let mut acked = std::collections::BTreeSet::new();
         let chunks: Vec<_> = events.chunks(250).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            if i == chunks.len() * 2 / 3 {
-                let _ = (&mut wait_crashes).await;
-            }
+            // Chunk i waits for as many faults as release points at or before it.
+            let needed = (0..n_faults)
+                .filter(|k| i >= chunks.len() * (k + 2) / (n_faults + 2))
+                .count();
+            let _ = faults_seen.wait_for(|done| *done >= needed).await;
             acked.extend(post_batches(&ingest_url, chunk, 100).await?);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -117,8 +124,8 @@ async fn run_exactly_once(
             }
             Fault::KillOtherInstance => p.processors[1].proc.kill9(),
         }
+        faults_done.send_modify(|done| *done += 1);
     }
-    let _ = crashes_done.send(());
     let acked = sender
         .await
         .expect("sender task")
