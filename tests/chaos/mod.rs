@@ -19,6 +19,7 @@
 pub mod blackhole;
 pub mod faults;
 pub mod load_client;
+pub mod locate;
 pub mod report;
 
 use crate::load::{topic_keys, Lcg, RetryingProducer, READ_KEY, TENANT};
@@ -248,7 +249,24 @@ async fn settle(
         .collect();
     let stored_rows = stored.len();
     let stored: HashSet<String> = stored.into_iter().collect();
-    let lost_ids = counted.iter().filter(|id| !stored.contains(**id)).count();
+    let uncounted: HashSet<&str> = counted
+        .iter()
+        .copied()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    let lost_ids = uncounted.len();
+    let whereabouts = if uncounted.is_empty() {
+        vec![]
+    } else {
+        let brokers = stack.brokers();
+        let missing: HashSet<String> = uncounted.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let missing: HashSet<&str> = missing.iter().map(String::as_str).collect();
+            locate::locate(&brokers, &missing)
+        })
+        .await?
+        .unwrap_or_else(|e| vec![format!("could not locate them: {e:#}")])
+    };
     let stray_ids = stored
         .iter()
         .filter(|id| !counted.contains(id.as_str()))
@@ -317,6 +335,7 @@ async fn settle(
         api_total: all["total_count"].as_u64().unwrap_or(api_total),
         stored_rows,
         lost_ids,
+        whereabouts,
         stray_ids,
         want_users: users.len() as u64,
         got_users: all["unique_users"].as_u64().unwrap_or(0),

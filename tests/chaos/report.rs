@@ -37,6 +37,8 @@ pub struct Summary {
     pub stored_rows: usize,
     /// Acknowledged ids not in `events`.
     pub lost_ids: usize,
+    /// Where those stopped (`locate`), when there are any.
+    pub whereabouts: Vec<String>,
     /// Ids in `events` that are not acknowledged events.
     pub stray_ids: usize,
     pub want_users: u64,
@@ -220,6 +222,9 @@ impl fmt::Display for Summary {
             format!("{} / {}", self.invalid.len(), self.poisoned.len()),
         )?;
         row(f, "LOST", self.lost().to_string())?;
+        for line in &self.whereabouts {
+            writeln!(f, "    {line}")?;
+        }
         row(f, "DOUBLED", self.doubled().to_string())?;
         row(
             f,
