@@ -22,7 +22,7 @@ const HOPS: [(&str, &str); 2] = [
 ];
 
 /// One line per hop and partition that holds any of `missing`.
-pub fn locate(brokers: &str, missing: &HashSet<&str>) -> anyhow::Result<Vec<String>> {
+pub fn locate(brokers: &str, missing: &HashSet<String>) -> anyhow::Result<Vec<String>> {
     let kafka = KafkaConfig {
         brokers: brokers.to_string(),
         ..Default::default()

@@ -249,23 +249,19 @@ async fn settle(
         .collect();
     let stored_rows = stored.len();
     let stored: HashSet<String> = stored.into_iter().collect();
-    let uncounted: HashSet<&str> = counted
+    let uncounted: HashSet<String> = counted
         .iter()
-        .copied()
-        .filter(|id| !stored.contains(*id))
+        .filter(|id| !stored.contains(**id))
+        .map(|id| id.to_string())
         .collect();
     let lost_ids = uncounted.len();
     let whereabouts = if uncounted.is_empty() {
         vec![]
     } else {
         let brokers = stack.brokers();
-        let missing: HashSet<String> = uncounted.iter().map(|s| s.to_string()).collect();
-        tokio::task::spawn_blocking(move || {
-            let missing: HashSet<&str> = missing.iter().map(String::as_str).collect();
-            locate::locate(&brokers, &missing)
-        })
-        .await?
-        .unwrap_or_else(|e| vec![format!("could not locate them: {e:#}")])
+        tokio::task::spawn_blocking(move || locate::locate(&brokers, &uncounted))
+            .await?
+            .unwrap_or_else(|e| vec![format!("could not locate them: {e:#}")])
     };
     let stray_ids = stored
         .iter()

@@ -67,8 +67,8 @@ async fn run_exactly_once(
     );
     let plan = plan(seed, TOTAL, 20, 2, USERS);
     // Traffic flows steadily in the background while the processor dies.
-    // Each life gets a share of the traffic after its crash (the first life
-    // half, then each later one an equal part of the rest), so every crash
+    // With n faults, the first life gets the first 2/(n+2) of the traffic
+    // and each life after a crash the next 1/(n+2), so every crash
     // is mid-stream and every restarted life has input to commit before the
     // next crash: a fast broker lets a life catch up with all that was sent,
     // and a share held back until then is what the next life reads.
