@@ -1,10 +1,14 @@
 //! Where the acknowledged events a run did not count stopped. Read only when
 //! a run loses events: for each hop's topic (`events.raw`, then
-//! `events.clean`), how many of them it holds to `read_committed` readers,
-//! per partition with their offsets, beside the partition's end and the
-//! offset each stage's consumer group committed. An id in `events.raw` below
-//! the processor's commit but absent from `events.clean` was skipped; one at
-//! or above it was never reached (a stalled partition).
+//! `events.clean`), how many of them it holds, per partition with their
+//! offsets, beside the partition's end and the offset each stage's consumer
+//! group committed. Each topic is read twice: as a `read_committed` reader
+//! (what the next stage sees) and as a `read_uncommitted` one (what the log
+//! holds). An id in the log but hidden from `read_committed` sits in an
+//! aborted or never-ended transaction, or the broker filtered it wrongly. An
+//! id in `events.raw` below the processor's commit but absent from
+//! `events.clean` was skipped; one at or above it was never reached (a
+//! stalled partition).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -21,7 +25,23 @@ const HOPS: [(&str, &str); 2] = [
     ("events.clean", "weir-aggregator"),
 ];
 
-/// One line per hop and partition that holds any of `missing`.
+/// How many of the missing ids one partition holds, and where.
+#[derive(Clone, Copy)]
+struct Found {
+    count: usize,
+    lowest: i64,
+    highest: i64,
+}
+
+impl Found {
+    fn describe(found: Option<&Found>) -> String {
+        found.map_or("0".to_string(), |f| {
+            format!("{} at offsets {}..={}", f.count, f.lowest, f.highest)
+        })
+    }
+}
+
+/// One line per hop, then one per partition that holds any of `missing`.
 pub fn locate(brokers: &str, missing: &HashSet<String>) -> anyhow::Result<Vec<String>> {
     let kafka = KafkaConfig {
         brokers: brokers.to_string(),
@@ -29,34 +49,35 @@ pub fn locate(brokers: &str, missing: &HashSet<String>) -> anyhow::Result<Vec<St
     };
     let mut lines = vec![];
     for (topic, group) in HOPS {
-        // partition -> (how many missing ids, lowest offset, highest offset)
-        let mut found: BTreeMap<i32, (usize, i64, i64)> = BTreeMap::new();
-        let ends = read_to_end(
-            &kafka,
-            "weir-chaos-locate",
-            topic,
-            None,
-            Isolation::ReadCommitted,
-            |m| {
-                let key = String::from_utf8_lossy(m.key().unwrap_or_default());
-                if missing.contains(key.as_ref()) {
-                    let e = found
-                        .entry(m.partition())
-                        .or_insert((0, i64::MAX, i64::MIN));
-                    *e = (e.0 + 1, e.1.min(m.offset()), e.2.max(m.offset()));
-                }
-                Ok(())
-            },
-        )?;
+        let (ends, committed_found) = find(&kafka, topic, missing, Isolation::ReadCommitted)?;
+        // The log itself; a failed read says so rather than hiding the rest.
+        let logged = match find(&kafka, topic, missing, Isolation::ReadUncommitted) {
+            Ok((_, found)) => found,
+            Err(e) => {
+                lines.push(format!("{topic}: reading it uncommitted failed: {e:#}"));
+                BTreeMap::new()
+            }
+        };
         let committed = committed(&kafka, group, topic, ends.keys().copied())?;
-        let total: usize = found.values().map(|f| f.0).sum();
+        let total = |f: &BTreeMap<i32, Found>| f.values().map(|f| f.count).sum::<usize>();
         lines.push(format!(
-            "{topic}: {total} of the {} uncounted",
-            missing.len()
+            "{topic}: {} of the {} uncounted to read_committed readers, {} in the log",
+            total(&committed_found),
+            missing.len(),
+            total(&logged)
         ));
-        for (p, (n, lo, hi)) in found {
+        let partitions: HashSet<i32> = committed_found
+            .keys()
+            .chain(logged.keys())
+            .copied()
+            .collect();
+        let mut partitions: Vec<i32> = partitions.into_iter().collect();
+        partitions.sort_unstable();
+        for p in partitions {
             lines.push(format!(
-                "  partition {p}: {n} at offsets {lo}..={hi}; end {}, {group} committed {}",
+                "  partition {p}: read_committed {}; in the log {}; end {}, {group} committed {}",
+                Found::describe(committed_found.get(&p)),
+                Found::describe(logged.get(&p)),
                 ends.get(&p).copied().unwrap_or(-1),
                 committed
                     .get(&p)
@@ -65,6 +86,32 @@ pub fn locate(brokers: &str, missing: &HashSet<String>) -> anyhow::Result<Vec<St
         }
     }
     Ok(lines)
+}
+
+/// Reads `topic` to its end under `isolation`: each partition's end, and
+/// where the missing ids sit per partition.
+fn find(
+    kafka: &KafkaConfig,
+    topic: &str,
+    missing: &HashSet<String>,
+    isolation: Isolation,
+) -> anyhow::Result<(BTreeMap<i32, i64>, BTreeMap<i32, Found>)> {
+    let mut found: BTreeMap<i32, Found> = BTreeMap::new();
+    let ends = read_to_end(kafka, "weir-chaos-locate", topic, None, isolation, |m| {
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default());
+        if missing.contains(key.as_ref()) {
+            let f = found.entry(m.partition()).or_insert(Found {
+                count: 0,
+                lowest: i64::MAX,
+                highest: i64::MIN,
+            });
+            f.count += 1;
+            f.lowest = f.lowest.min(m.offset());
+            f.highest = f.highest.max(m.offset());
+        }
+        Ok(())
+    })?;
+    Ok((ends, found))
 }
 
 fn committed(

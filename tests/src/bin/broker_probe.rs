@@ -218,6 +218,52 @@ fn offsets(brokers: &str) -> anyhow::Result<Seen> {
     })
 }
 
+/// A transaction aborted because its producer was replaced (a restart with
+/// the same `transactional.id`) must leave its offsets out of the group, even
+/// after the new producer commits offsets of another partition: a consumer
+/// resuming from the aborted offset would skip the records whose output was
+/// aborted.
+fn fenced_offsets(brokers: &str) -> anyhow::Result<Seen> {
+    let group = "probe-fenced-offsets";
+    let consumer: BaseConsumer = config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    // Not a member: a simple consumer's metadata, which the broker does not fence.
+    let meta = consumer
+        .group_metadata()
+        .ok_or_else(|| anyhow::anyhow!("no group metadata"))?;
+    let offset = |partition: i32, at: i64| -> anyhow::Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("probe.fetch", partition, Offset::Offset(at))?;
+        Ok(tpl)
+    };
+    let old = txn_producer(brokers, "probe-fenced-offsets")?;
+    old.begin_transaction()?;
+    old.send_offsets_to_transaction(&offset(0, 7)?, &meta, T)?;
+    // The restart: its InitProducerId aborts the old producer's transaction.
+    let new = txn_producer(brokers, "probe-fenced-offsets")?;
+    new.begin_transaction()?;
+    new.send_offsets_to_transaction(&offset(1, 5)?, &meta, T)?;
+    new.commit_transaction(T)?;
+    let mut ask = TopicPartitionList::new();
+    ask.add_partition("probe.fetch", 0);
+    ask.add_partition("probe.fetch", 1);
+    let got = consumer.committed_offsets(ask, T)?;
+    let at = |p: i32| got.find_partition("probe.fetch", p).map(|e| e.offset());
+    Ok(match (at(0), at(1)) {
+        (Some(Offset::Invalid), Some(Offset::Offset(5))) => {
+            yes("the new producer's 5 committed; the aborted 7 not applied")
+        }
+        (Some(Offset::Offset(7)), _) => {
+            no("the aborted 7 was applied to partition 0 at the new producer's commit")
+        }
+        (p0, p1) => no(format!(
+            "partition 0 is {p0:?}, want no offset; partition 1 is {p1:?}, want 5"
+        )),
+    })
+}
+
 /// Inside the child process: begins a transaction, writes one record `h1`
 /// to `topic`, says so, and waits to be killed.
 fn hang(brokers: &str, topic: &str) -> anyhow::Result<()> {
@@ -496,6 +542,10 @@ fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'stat
         (
             "transactional offset commits",
             Box::new(|b| offsets(&b.address)),
+        ),
+        (
+            "a replaced producer's aborted offsets stay out of the group",
+            Box::new(|b| fenced_offsets(&b.address)),
         ),
         (
             "killed producer's transaction times out",
