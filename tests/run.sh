@@ -35,7 +35,8 @@ if [[ ",${WEIR_BROKERS:-nisshi}," == *",crabka,"* ]]; then
   # (docs/testing.md, "Two brokers").
   echo "== the exactly-once suite on crabka-broker"
   WEIR_TEST_BROKER=crabka cargo test -p weir-tests \
-    --test pipeline --test chaos --test chaos_processor --test changelog_compaction \
+    --test broker_contract --test pipeline --test chaos --test chaos_processor \
+    --test changelog_compaction \
     -- --test-threads=2 2>&1 | tee -a "$log"
 fi
 # One closing line for the whole run (the Python tests are counted above).

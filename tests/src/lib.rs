@@ -6,6 +6,7 @@
 //! in the stack's temp dir and are printed when a test fails.
 
 pub mod archive;
+pub mod broker_contract;
 pub mod docs;
 pub mod load;
 pub mod monitoring;

@@ -9,261 +9,22 @@
 //! them. A behaviour is "yes" when the broker does what Apache Kafka
 //! specifies, "no" with what was seen instead.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::producer::{BaseRecord, Producer};
 use std::io::BufRead;
 use std::time::{Duration, Instant};
-use weir_core::kafka::KafkaConfig;
-use weir_core::topic_reader::{read_to_end, Isolation};
+use weir_core::topic_reader::Isolation;
+use weir_tests::broker_contract::{
+    abort, commit, config, create_topic, fenced_offsets, no, offsets, send, transaction,
+    txn_producer, values, yes, zombie, Seen, TxnProducer, T, TOPICS, TXN_TIMEOUT_MS,
+};
 use weir_tests::stack::{listening_within, Broker, BrokerKind};
 
-type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 /// One probe, run on a started broker.
 type ProbeFn = Box<dyn FnOnce(&mut Broker) -> anyhow::Result<Seen>>;
 
-const T: Duration = Duration::from_secs(30);
-/// How long a transaction a killed producer left open may live.
-const TXN_TIMEOUT_MS: u64 = 5_000;
 const FETCH_RECORDS: usize = 1_000_000;
-
-/// One behaviour's result on one broker.
-struct Seen {
-    kafka_like: bool,
-    detail: String,
-}
-
-fn yes(detail: impl Into<String>) -> Seen {
-    Seen {
-        kafka_like: true,
-        detail: detail.into(),
-    }
-}
-
-fn no(detail: impl Into<String>) -> Seen {
-    Seen {
-        kafka_like: false,
-        detail: detail.into(),
-    }
-}
-
-fn config(brokers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", brokers);
-    c
-}
-
-async fn create_topic(
-    brokers: &str,
-    name: &str,
-    partitions: i32,
-    compact: bool,
-) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config(brokers).create()?;
-    let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    if compact {
-        // Small segments, so that a compacting broker has sealed ones to clean.
-        t = t
-            .set("cleanup.policy", "compact")
-            .set("segment.bytes", "1024");
-    }
-    for r in admin.create_topics([&t], &AdminOptions::new()).await? {
-        r.map_err(|(topic, e)| anyhow::anyhow!("creating {topic}: {e}"))?;
-    }
-    Ok(())
-}
-
-fn txn_producer(brokers: &str, id: &str) -> anyhow::Result<TxnProducer> {
-    let p: TxnProducer = config(brokers)
-        .set("transactional.id", id)
-        .set("transaction.timeout.ms", TXN_TIMEOUT_MS.to_string())
-        .set("linger.ms", "0")
-        .create()?;
-    p.init_transactions(T)?;
-    Ok(p)
-}
-
-fn send(p: &TxnProducer, topic: &str, key: &str, value: &str) -> anyhow::Result<()> {
-    p.send(BaseRecord::to(topic).key(key).payload(value))
-        .map_err(|(e, _)| anyhow::anyhow!("{e}"))
-}
-
-/// One transaction of `records`, committed or aborted.
-fn transaction(
-    p: &TxnProducer,
-    topic: &str,
-    records: &[(&str, &str)],
-    commit: bool,
-) -> anyhow::Result<()> {
-    p.begin_transaction()?;
-    for (k, v) in records {
-        send(p, topic, k, v)?;
-    }
-    if commit {
-        p.commit_transaction(T)?;
-    } else {
-        p.flush(T)?;
-        p.abort_transaction(T)?;
-    }
-    Ok(())
-}
-
-/// Every value in `topic`, read to its end as `isolation` shows it.
-fn values(
-    brokers: &str,
-    topic: &str,
-    isolation: Isolation,
-) -> anyhow::Result<Vec<(String, String)>> {
-    let kafka = KafkaConfig {
-        brokers: brokers.into(),
-        ..Default::default()
-    };
-    let mut out = vec![];
-    read_to_end(&kafka, "broker-probe-reader", topic, None, isolation, |m| {
-        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
-        out.push((text(m.key()), text(m.payload())));
-        Ok(())
-    })?;
-    Ok(out)
-}
-
-fn committed_values(brokers: &str, topic: &str) -> anyhow::Result<Vec<String>> {
-    Ok(values(brokers, topic, Isolation::ReadCommitted)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect())
-}
-
-/// Two transactions in a row commit (crabka with transaction.version 2
-/// fenced librdkafka's second one), and `read_committed` sees both.
-fn commit(brokers: &str) -> anyhow::Result<Seen> {
-    let p = txn_producer(brokers, "probe-commit")?;
-    for v in ["c1", "c2"] {
-        if let Err(e) = transaction(&p, "probe.txn", &[("k", v)], true) {
-            return Ok(no(format!("transaction {v} failed: {e}")));
-        }
-    }
-    let seen = committed_values(brokers, "probe.txn")?;
-    Ok(if seen == ["c1", "c2"] {
-        yes("two transactions committed, both read")
-    } else {
-        no(format!("read_committed saw {seen:?}"))
-    })
-}
-
-/// An aborted record is invisible to `read_committed`.
-fn abort(brokers: &str) -> anyhow::Result<Seen> {
-    let p = txn_producer(brokers, "probe-commit")?;
-    transaction(&p, "probe.txn", &[("k", "a1")], false)?;
-    transaction(&p, "probe.txn", &[("k", "c3")], true)?;
-    let seen = committed_values(brokers, "probe.txn")?;
-    Ok(if seen == ["c1", "c2", "c3"] {
-        yes("aborted a1 not read; c3 after it read")
-    } else {
-        no(format!("read_committed saw {seen:?}"))
-    })
-}
-
-/// A producer with an old epoch is fenced once another initialises its id.
-fn zombie(brokers: &str) -> anyhow::Result<Seen> {
-    let old = txn_producer(brokers, "probe-zombie")?;
-    let _new = txn_producer(brokers, "probe-zombie")?;
-    Ok(
-        match transaction(&old, "probe.txn", &[("z", "zombie")], true) {
-            Err(e) => yes(format!("fenced: {e}")),
-            Ok(()) => no("the old producer committed"),
-        },
-    )
-}
-
-/// Offsets sent in a committed transaction are the group's; those of an
-/// aborted one are not.
-fn offsets(brokers: &str) -> anyhow::Result<Seen> {
-    let consumer: BaseConsumer = config(brokers)
-        .set("group.id", "probe-offsets")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    consumer.subscribe(&["probe.txn"])?;
-    let deadline = Instant::now() + T;
-    while consumer.assignment()?.count() == 0 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the probe's consumer got no partition"
-        );
-        consumer.poll(Duration::from_millis(100));
-    }
-    let p = txn_producer(brokers, "probe-offsets")?;
-    let meta = consumer
-        .group_metadata()
-        .ok_or_else(|| anyhow::anyhow!("no group metadata"))?;
-    for (offset, commit) in [(2, true), (3, false)] {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("probe.txn", 0, Offset::Offset(offset))?;
-        p.begin_transaction()?;
-        p.send_offsets_to_transaction(&tpl, &meta, T)?;
-        if commit {
-            p.commit_transaction(T)?;
-        } else {
-            p.abort_transaction(T)?;
-        }
-    }
-    let committed = consumer.committed(T)?;
-    let at = committed.find_partition("probe.txn", 0).map(|e| e.offset());
-    Ok(match at {
-        Some(Offset::Offset(2)) => yes("committed 2; the aborted 3 not applied"),
-        other => no(format!("the group's offset is {other:?}, want 2")),
-    })
-}
-
-/// A transaction aborted because its producer was replaced (a restart with
-/// the same `transactional.id`) must leave its offsets out of the group, even
-/// after the new producer commits offsets of another partition: a consumer
-/// resuming from the aborted offset would skip the records whose output was
-/// aborted.
-fn fenced_offsets(brokers: &str) -> anyhow::Result<Seen> {
-    let group = "probe-fenced-offsets";
-    let consumer: BaseConsumer = config(brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    // Not a member: a simple consumer's metadata, which the broker does not fence.
-    let meta = consumer
-        .group_metadata()
-        .ok_or_else(|| anyhow::anyhow!("no group metadata"))?;
-    let offset = |partition: i32, at: i64| -> anyhow::Result<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("probe.fetch", partition, Offset::Offset(at))?;
-        Ok(tpl)
-    };
-    let old = txn_producer(brokers, "probe-fenced-offsets")?;
-    old.begin_transaction()?;
-    old.send_offsets_to_transaction(&offset(0, 7)?, &meta, T)?;
-    // The restart: its InitProducerId aborts the old producer's transaction.
-    let new = txn_producer(brokers, "probe-fenced-offsets")?;
-    new.begin_transaction()?;
-    new.send_offsets_to_transaction(&offset(1, 5)?, &meta, T)?;
-    new.commit_transaction(T)?;
-    let mut ask = TopicPartitionList::new();
-    ask.add_partition("probe.fetch", 0);
-    ask.add_partition("probe.fetch", 1);
-    let got = consumer.committed_offsets(ask, T)?;
-    let at = |p: i32| got.find_partition("probe.fetch", p).map(|e| e.offset());
-    Ok(match (at(0), at(1)) {
-        (Some(Offset::Invalid), Some(Offset::Offset(5))) => {
-            yes("the new producer's 5 committed; the aborted 7 not applied")
-        }
-        (Some(Offset::Offset(7)), _) => {
-            no("the aborted 7 was applied to partition 0 at the new producer's commit")
-        }
-        (p0, p1) => no(format!(
-            "partition 0 is {p0:?}, want no offset; partition 1 is {p1:?}, want 5"
-        )),
-    })
-}
-
 /// Inside the child process: begins a transaction, writes one record `h1`
 /// to `topic`, says so, and waits to be killed.
 fn hang(brokers: &str, topic: &str) -> anyhow::Result<()> {
@@ -517,14 +278,14 @@ fn fetch_rate(brokers: &str) -> anyhow::Result<f64> {
 fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'static str, Seen)>> {
     let mut broker = rt.block_on(Broker::start_kind(BrokerKind::named(kind)?));
     let b = broker.address.clone();
-    for (topic, partitions, compact) in [
-        ("probe.txn", 1, false),
+    let contract = TOPICS.map(|(topic, partitions)| (topic, partitions, false));
+    for (topic, partitions, compact) in contract.into_iter().chain([
         ("probe.hang", 1, false),
         ("probe.compact", 1, true),
         ("probe.fetch", 4, false),
         ("probe.restart", 1, false),
         ("probe.pid", 1, false),
-    ] {
+    ]) {
         rt.block_on(create_topic(&b, topic, partitions, compact))?;
     }
     // In order: the commit probe's records are what the abort probe reads,
