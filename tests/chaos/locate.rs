@@ -10,7 +10,7 @@
 //! `events.clean` was skipped; one at or above it was never reached (a
 //! stalled partition).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 use weir_core::kafka::KafkaConfig;
 use weir_core::topic_reader::{read_to_end, Isolation};
@@ -49,35 +49,46 @@ pub fn locate(brokers: &str, missing: &HashSet<String>) -> anyhow::Result<Vec<St
     };
     let mut lines = vec![];
     for (topic, group) in HOPS {
-        let (ends, committed_found) = find(&kafka, topic, missing, Isolation::ReadCommitted)?;
-        // The log itself; a failed read says so rather than hiding the rest.
-        let logged = match find(&kafka, topic, missing, Isolation::ReadUncommitted) {
-            Ok((_, found)) => found,
+        // Each view on its own: a read_committed reader stalled behind an
+        // open transaction is when the log's view matters most.
+        let mut view = |isolation| match find(&kafka, topic, missing, isolation) {
+            Ok(read) => Some(read),
             Err(e) => {
-                lines.push(format!("{topic}: reading it uncommitted failed: {e:#}"));
-                BTreeMap::new()
+                lines.push(format!("{topic}: reading it {isolation:?} failed: {e:#}"));
+                None
             }
         };
+        let read_committed = view(Isolation::ReadCommitted);
+        let logged = view(Isolation::ReadUncommitted);
+        let Some((ends, _)) = read_committed.as_ref().or(logged.as_ref()) else {
+            continue;
+        };
         let committed = committed(&kafka, group, topic, ends.keys().copied())?;
-        let total = |f: &BTreeMap<i32, Found>| f.values().map(|f| f.count).sum::<usize>();
+        let total = |read: &Option<Read>| {
+            read.as_ref().map_or("?".to_string(), |(_, f)| {
+                f.values().map(|f| f.count).sum::<usize>().to_string()
+            })
+        };
         lines.push(format!(
             "{topic}: {} of the {} uncounted to read_committed readers, {} in the log",
-            total(&committed_found),
+            total(&read_committed),
             missing.len(),
             total(&logged)
         ));
-        let partitions: HashSet<i32> = committed_found
-            .keys()
-            .chain(logged.keys())
-            .copied()
+        let found = |read: &Option<Read>, p: i32| {
+            read.as_ref()
+                .map_or("?".to_string(), |(_, f)| Found::describe(f.get(&p)))
+        };
+        let partitions: BTreeSet<i32> = [&read_committed, &logged]
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, f)| f.keys().copied())
             .collect();
-        let mut partitions: Vec<i32> = partitions.into_iter().collect();
-        partitions.sort_unstable();
         for p in partitions {
             lines.push(format!(
                 "  partition {p}: read_committed {}; in the log {}; end {}, {group} committed {}",
-                Found::describe(committed_found.get(&p)),
-                Found::describe(logged.get(&p)),
+                found(&read_committed, p),
+                found(&logged, p),
                 ends.get(&p).copied().unwrap_or(-1),
                 committed
                     .get(&p)
@@ -88,14 +99,17 @@ pub fn locate(brokers: &str, missing: &HashSet<String>) -> anyhow::Result<Vec<St
     Ok(lines)
 }
 
-/// Reads `topic` to its end under `isolation`: each partition's end, and
-/// where the missing ids sit per partition.
+/// One topic read to its end: each partition's end offset, and where the
+/// missing ids sit per partition.
+type Read = (BTreeMap<i32, i64>, BTreeMap<i32, Found>);
+
+/// Reads `topic` to its end under `isolation`.
 fn find(
     kafka: &KafkaConfig,
     topic: &str,
     missing: &HashSet<String>,
     isolation: Isolation,
-) -> anyhow::Result<(BTreeMap<i32, i64>, BTreeMap<i32, Found>)> {
+) -> anyhow::Result<Read> {
     let mut found: BTreeMap<i32, Found> = BTreeMap::new();
     let ends = read_to_end(kafka, "weir-chaos-locate", topic, None, isolation, |m| {
         let key = String::from_utf8_lossy(m.key().unwrap_or_default());

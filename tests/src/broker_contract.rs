@@ -70,7 +70,6 @@ pub async fn create_topic(
     let admin: AdminClient<DefaultClientContext> = config(brokers).create()?;
     let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     if compact {
-        // Small segments, so that a compacting broker has sealed ones to clean.
         t = t
             .set("cleanup.policy", "compact")
             .set("segment.bytes", "1024");

@@ -16,8 +16,8 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 use weir_core::topic_reader::Isolation;
 use weir_tests::broker_contract::{
-    abort, commit, config, create_topic, fenced_offsets, no, offsets, send, transaction,
-    txn_producer, values, yes, zombie, Seen, TxnProducer, T, TOPICS, TXN_TIMEOUT_MS,
+    abort, config, create_topic, no, send, transaction, txn_producer, values, yes, Probe, Seen,
+    TxnProducer, CONTRACT, T, TOPICS, TXN_TIMEOUT_MS,
 };
 use weir_tests::stack::{listening_within, Broker, BrokerKind};
 
@@ -289,25 +289,21 @@ fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'stat
         rt.block_on(create_topic(&b, topic, partitions, compact))?;
     }
     // In order: the commit probe's records are what the abort probe reads,
-    // and the last three restart the broker.
-    let probes: Vec<(&'static str, ProbeFn)> = vec![
-        ("two transactions commit", Box::new(|b| commit(&b.address))),
+    // and the last three restart the broker. The contract's probes carry
+    // their own names, the same as in the test that asserts them.
+    let contract = |(what, probe): (&'static str, Probe)| -> (&'static str, ProbeFn) {
+        (what, Box::new(move |b| probe(&b.address)))
+    };
+    let [first, later @ ..] = CONTRACT;
+    let mut probes: Vec<(&'static str, ProbeFn)> = vec![
+        contract(first),
         (
             "aborted record invisible to read_committed",
             Box::new(|b| abort(&b.address)),
         ),
-        (
-            "zombie with an old epoch fenced",
-            Box::new(|b| zombie(&b.address)),
-        ),
-        (
-            "transactional offset commits",
-            Box::new(|b| offsets(&b.address)),
-        ),
-        (
-            "a replaced producer's aborted offsets stay out of the group",
-            Box::new(|b| fenced_offsets(&b.address)),
-        ),
+    ];
+    probes.extend(later.into_iter().map(contract));
+    probes.extend::<[(&'static str, ProbeFn); 5]>([
         (
             "killed producer's transaction times out",
             Box::new(|b| timeout(&b.address)),
@@ -328,7 +324,7 @@ fn probe(rt: &tokio::runtime::Runtime, kind: &str) -> anyhow::Result<Vec<(&'stat
             "compaction keeps the last committed version",
             Box::new(compaction),
         ),
-    ];
+    ]);
     let mut out = vec![];
     for (what, run) in probes {
         let seen = run(&mut broker).unwrap_or_else(|e| no(format!("error: {e:#}")));
