@@ -1,7 +1,9 @@
-//! The transactional behaviours weir's exactly-once path relies on, each a
+//! The broker behaviours weir's exactly-once path relies on, each a
 //! probe of a running broker that says what it saw: two transactions of one
 //! producer commit, a zombie is fenced, transactional offsets apply only on
-//! commit, and a replaced producer's aborted offsets stay out of the group.
+//! commit, a replaced producer's aborted offsets stay out of the group, and
+//! a restarted static member leaves every partition one owner
+//! (`group_restart`).
 //! `tests/tests/broker_contract.rs` asserts them on the suite's broker;
 //! `broker-probe` prints them, with the behaviours weir does not rely on,
 //! for nisshi and crabka side by side.
@@ -277,14 +279,20 @@ pub type Probe = fn(&str) -> anyhow::Result<Seen>;
 /// What weir's exactly-once path relies on: the processor commits its input
 /// offsets inside the transaction of its outputs, fences a predecessor with
 /// the same `transactional.id`, and resumes from the group's committed
-/// offsets. A broker that fails one of these can lose or double count events
-/// whatever weir does. Each writes only its own records, in `TOPICS`.
-pub const CONTRACT: [(&str, Probe); 4] = [
+/// offsets; every stage is a static group member that must get its share
+/// back after a restart. A broker that fails one of these can lose or double
+/// count events whatever weir does. Each writes only its own records, in
+/// `TOPICS`, or uses its own groups.
+pub const CONTRACT: [(&str, Probe); 5] = [
     ("two transactions of one producer commit", commit),
     ("a producer with an old epoch is fenced", zombie),
     ("transactional offsets apply only when committed", offsets),
     (
         "a replaced producer's aborted offsets stay out of the group",
         fenced_offsets,
+    ),
+    (
+        "a restarted static member leaves every partition one owner",
+        crate::group_restart::probe,
     ),
 ];

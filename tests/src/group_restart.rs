@@ -1,0 +1,416 @@
+//! The broker contract's group probe: a static member (every weir stage
+//! joins with a `group.instance.id`) killed and restarted, in a settled
+//! group or at any moment of a rebalance, must, once the group settles, own
+//! its share of one assignment the leader made for the group as it is, so
+//! every partition has exactly one owner. A partition with none is never
+//! read: on crabka a restarted leader rejoined a settled group, its new plan
+//! was installed without a rebalance, and the follower kept its old share;
+//! one partition's events went uncounted (docs/testing.md, "Two brokers").
+//!
+//! The members are `GroupMember`s, so the restart lands exactly where the
+//! case says; once it has, each member runs a consumer's loop (join, sync,
+//! heartbeat, rejoin when told) in its own thread until the group settles.
+
+use crate::broker_contract::{no, yes, Seen, T};
+use crate::group_member::{Answer, GroupMember};
+use kafka_protocol::error::ResponseError;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// The partitions the leaders deal out.
+const PARTITIONS: i32 = 4;
+/// A consumer's heartbeat interval, short so the probe settles fast.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+/// Heartbeats in a row, at the generation of its assignment, that show a
+/// member settled.
+const SETTLED_HEARTBEATS: u32 = 5;
+/// Time for a restarted member's join to reach the coordinator before the
+/// probe takes the rebalance's next step.
+const LAND: Duration = Duration::from_millis(500);
+
+/// Where in a rebalance the restart lands.
+#[derive(Clone, Copy, Debug)]
+pub enum Moment {
+    /// In a settled group.
+    Stable,
+    /// After a new member's join opened a round, before the others rejoined.
+    Preparing,
+    /// After the round's JoinGroup answers, before the leader's SyncGroup.
+    Completing,
+    /// After the leader's SyncGroup, before the followers'.
+    Synced,
+    /// After a round it missed dropped it from the group.
+    Evicted,
+}
+
+/// Which member restarts.
+#[derive(Clone, Copy, Debug)]
+pub enum Victim {
+    Leader,
+    Follower,
+}
+
+/// A leader's plan: partitions dealt round-robin over the members in id
+/// order, starting `incarnation` places along. Two members and three get
+/// different shares, so a member that keeps an older generation's share
+/// overlaps another's. A restarted leader's plan starts one place further,
+/// as a real assignor's differs once its restarted leader owns nothing
+/// (librdkafka's cooperative-sticky, which every weir stage uses), so a
+/// broker that installs a returning leader's plan without a rebalance
+/// leaves the followers on the old one.
+pub fn deal(members: &[String], incarnation: usize) -> BTreeMap<String, Vec<i32>> {
+    let mut ids = members.to_vec();
+    ids.sort();
+    let mut plan: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let at = (p as usize + incarnation) % ids.len().max(1);
+        if let Some(id) = ids.get(at) {
+            plan.entry(id.clone()).or_default().push(p);
+        }
+    }
+    plan
+}
+
+/// Every (moment, victim) case, each in its own group, at once.
+pub fn probe(brokers: &str) -> anyhow::Result<Seen> {
+    let cases: Vec<(Moment, Victim)> = [
+        Moment::Stable,
+        Moment::Preparing,
+        Moment::Completing,
+        Moment::Synced,
+        Moment::Evicted,
+    ]
+    .into_iter()
+    .flat_map(|m| [(m, Victim::Leader), (m, Victim::Follower)])
+    .collect();
+    let runs: Vec<_> = cases
+        .into_iter()
+        .map(|(moment, victim)| {
+            let brokers = brokers.to_string();
+            thread::spawn(move || {
+                let started = Instant::now();
+                let seen = restart(&brokers, moment, victim);
+                (moment, victim, seen, started.elapsed())
+            })
+        })
+        .collect();
+    let mut broken = vec![];
+    let mut slowest = (Duration::ZERO, String::new());
+    for run in runs {
+        let (moment, victim, seen, took) = run
+            .join()
+            .map_err(|_| anyhow::anyhow!("a case's thread panicked"))?;
+        if took > slowest.0 {
+            slowest = (took, format!("{victim:?} restarted {moment:?}"));
+        }
+        match seen {
+            Ok(None) => {}
+            Ok(Some(what)) => broken.push(format!("{victim:?} restarted {moment:?}: {what}")),
+            Err(e) => broken.push(format!("{victim:?} restarted {moment:?}: error: {e:#}")),
+        }
+    }
+    Ok(if broken.is_empty() {
+        yes(format!(
+            "10 restarts (leader or follower; settled, preparing, completing, synced, evicted): one owner per partition (slowest: {}, {:.1} s)",
+            slowest.1,
+            slowest.0.as_secs_f64()
+        ))
+    } else {
+        no(broken.join("; "))
+    })
+}
+
+/// One case: `None` if the group settled with one owner per partition,
+/// else what it did instead.
+pub fn restart(brokers: &str, moment: Moment, victim: Victim) -> anyhow::Result<Option<String>> {
+    let group = format!("probe-restart-{moment:?}-{victim:?}").to_lowercase();
+    let member = |instance: &str| GroupMember::connect(brokers, &group, instance);
+    // The first generation: a and b.
+    let first = settle(vec![
+        Loop::start(member("a")?, Step::Join),
+        Loop::start(member("b")?, Step::Join),
+    ])?;
+    let mut first = match first {
+        Ok(members) => members,
+        Err(what) => return Ok(Some(format!("the first generation did not settle: {what}"))),
+    };
+    let lead = first.iter().position(GroupMember::is_leader);
+    let v = match (victim, lead) {
+        (Victim::Leader, Some(l)) => l,
+        (Victim::Follower, Some(l)) => 1 - l,
+        (_, None) => return Ok(Some("the first generation has no leader".into())),
+    };
+    let other = first.remove(1 - v);
+    let doomed = first.remove(0);
+    let next = doomed.reborn()?;
+    let mut next = Some(next);
+    let mut reborn = || next.take().ok_or_else(|| anyhow::anyhow!("reborn twice"));
+    let loops = match moment {
+        Moment::Stable => {
+            drop(doomed);
+            let reborn = Loop::start(reborn()?, Step::Join);
+            thread::sleep(LAND);
+            vec![reborn, Loop::start(other, Step::Heartbeat)]
+        }
+        Moment::Preparing => {
+            let c = Loop::start(member("c")?, Step::Join);
+            let mut other = other;
+            let opened = Instant::now() + T;
+            while other.heartbeat()?.is_none() {
+                anyhow::ensure!(Instant::now() < opened, "c's join opened no round");
+                thread::sleep(HEARTBEAT);
+            }
+            drop(doomed);
+            let reborn = Loop::start(reborn()?, Step::Join);
+            thread::sleep(LAND);
+            vec![reborn, Loop::start(other, Step::Join), c]
+        }
+        Moment::Evicted => {
+            // Dead through a whole round: the others settle without it.
+            drop(doomed);
+            let without = settle(vec![
+                Loop::start(other, Step::Join),
+                Loop::start(member("c")?, Step::Join),
+            ])?;
+            let without = match without {
+                Ok(members) => members,
+                Err(what) => {
+                    return Ok(Some(format!("the round without it did not settle: {what}")))
+                }
+            };
+            let mut loops = vec![Loop::start(reborn()?, Step::Join)];
+            loops.extend(without.into_iter().map(|m| Loop::start(m, Step::Heartbeat)));
+            loops
+        }
+        Moment::Completing | Moment::Synced => {
+            let c = member("c")?;
+            let mut joined = vec![];
+            for j in [c, doomed, other].map(|mut m| {
+                thread::spawn(move || {
+                    let answer = m.join();
+                    (m, answer)
+                })
+            }) {
+                let (m, answer) = j
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a join's thread panicked"))?;
+                if let Some(e) = answer? {
+                    return Ok(Some(format!(
+                        "{}'s join in the second round: {e}",
+                        m.instance
+                    )));
+                }
+                joined.push(m);
+            }
+            // The victim by its role in this round: its leader, or a
+            // follower from the first generation (as a restarted processor).
+            let l = joined.iter().position(GroupMember::is_leader);
+            let v = match victim {
+                Victim::Leader => l,
+                Victim::Follower => joined
+                    .iter()
+                    .enumerate()
+                    .position(|(i, m)| Some(i) != l && m.instance != "c"),
+            };
+            let Some(v) = v else {
+                return Ok(Some("the second round has no leader".into()));
+            };
+            let mut dead = joined.remove(v);
+            let mut loops = vec![];
+            if let Moment::Synced = moment {
+                if dead.is_leader() {
+                    dead.sync(&deal(&dead.members, dead.incarnation))?;
+                } else if let Some(l) = joined.iter().position(GroupMember::is_leader) {
+                    let mut leader = joined.remove(l);
+                    let answer = leader.sync(&deal(&leader.members, leader.incarnation))?;
+                    loops.push(Loop::start(leader, after(answer)));
+                }
+            }
+            loops.push(Loop::start(dead.reborn()?, Step::Join));
+            drop(dead);
+            thread::sleep(LAND);
+            for m in joined {
+                loops.push(Loop::start(m, Step::Sync));
+            }
+            loops
+        }
+    };
+    Ok(match settle(loops)? {
+        Ok(members) => owners(&members),
+        Err(what) => Some(format!("did not settle: {what}")),
+    })
+}
+
+/// `None` if every partition has exactly one owner, all at one generation.
+fn owners(members: &[GroupMember]) -> Option<String> {
+    let mut by_partition: BTreeMap<i32, Vec<String>> =
+        (0..PARTITIONS).map(|p| (p, vec![])).collect();
+    let mut shares = vec![];
+    for m in members {
+        let (generation, partitions) = m.assigned.clone().unwrap_or((-1, vec![]));
+        shares.push(format!(
+            "{} {partitions:?} (generation {generation})",
+            m.instance
+        ));
+        for p in partitions {
+            by_partition.entry(p).or_default().push(m.instance.clone());
+        }
+    }
+    let wrong: Vec<String> = by_partition
+        .iter()
+        .filter(|(_, owners)| owners.len() != 1)
+        .map(|(p, owners)| format!("partition {p} owned by {owners:?}"))
+        .collect();
+    (!wrong.is_empty()).then(|| format!("{}; shares: {}", wrong.join(", "), shares.join(", ")))
+}
+
+/// A member's next step in its consumer loop.
+#[derive(Clone, Copy)]
+enum Step {
+    Join,
+    /// SyncGroup for the generation it joined (with a plan if it leads).
+    Sync,
+    Heartbeat,
+}
+
+/// After a SyncGroup or heartbeat answer: carry on, or rejoin.
+fn after(answer: Answer) -> Step {
+    match answer {
+        None => Step::Heartbeat,
+        Some(_) => Step::Join,
+    }
+}
+
+/// What a member's loop last saw: its synced generation and how many
+/// heartbeats in a row at it succeeded.
+#[derive(Clone, Default)]
+struct Progress {
+    synced: Option<i32>,
+    heartbeats: u32,
+    last: String,
+    fatal: Option<String>,
+}
+
+/// A member running a consumer's loop in its own thread.
+struct Loop {
+    stop: Arc<AtomicBool>,
+    progress: Arc<Mutex<Progress>>,
+    thread: JoinHandle<GroupMember>,
+}
+
+impl Loop {
+    fn start(mut m: GroupMember, first: Step) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        // A member that synced before its loop starts (a leader stepped by
+        // hand) is synced at its generation already.
+        let progress = Arc::new(Mutex::new(Progress {
+            synced: m
+                .assigned
+                .as_ref()
+                .map(|(g, _)| *g)
+                .filter(|g| *g == m.generation),
+            ..Progress::default()
+        }));
+        let (s, p) = (stop.clone(), progress.clone());
+        let thread = thread::spawn(move || {
+            let mut step = first;
+            while !s.load(Ordering::Relaxed) {
+                let answer = match step {
+                    Step::Join => m.join().map(|a| (a, Step::Sync)),
+                    Step::Sync => {
+                        let plan = if m.is_leader() {
+                            deal(&m.members, m.incarnation)
+                        } else {
+                            BTreeMap::new()
+                        };
+                        m.sync(&plan).map(|a| (a, Step::Heartbeat))
+                    }
+                    Step::Heartbeat => {
+                        thread::sleep(HEARTBEAT);
+                        m.heartbeat().map(|a| (a, Step::Heartbeat))
+                    }
+                };
+                let mut seen = p.lock().expect("progress lock");
+                let (answer, next) = match answer {
+                    Ok(a) => a,
+                    Err(e) => {
+                        seen.fatal = Some(format!("{}: {e:#}", m.instance));
+                        break;
+                    }
+                };
+                seen.last = format!("{} {:?}", m.instance, answer.map(|e| e.to_string()));
+                if let Some(ResponseError::FencedInstanceId) = answer {
+                    seen.fatal = Some(format!("{} fenced (fatal to librdkafka)", m.instance));
+                    break;
+                }
+                match (step, answer) {
+                    (Step::Sync, None) => {
+                        seen.synced = Some(m.generation);
+                        seen.heartbeats = 0;
+                    }
+                    (Step::Heartbeat, None) => seen.heartbeats += 1,
+                    _ => seen.heartbeats = 0,
+                }
+                drop(seen);
+                step = if answer.is_some() {
+                    // Rejoin, as a consumer does, after a beat.
+                    thread::sleep(HEARTBEAT / 2);
+                    Step::Join
+                } else {
+                    next
+                };
+            }
+            m
+        });
+        Self {
+            stop,
+            progress,
+            thread,
+        }
+    }
+
+    fn seen(&self) -> Progress {
+        self.progress.lock().expect("progress lock").clone()
+    }
+}
+
+/// Runs the loops until every member has synced one generation and
+/// heartbeats at it; gives the members back, or what kept them apart.
+fn settle(loops: Vec<Loop>) -> anyhow::Result<Result<Vec<GroupMember>, String>> {
+    let deadline = Instant::now() + 2 * T;
+    let verdict = loop {
+        let seen: Vec<Progress> = loops.iter().map(Loop::seen).collect();
+        if let Some(fatal) = seen.iter().find_map(|s| s.fatal.clone()) {
+            break Err(fatal);
+        }
+        let generations: Vec<Option<i32>> = seen.iter().map(|s| s.synced).collect();
+        if generations[0].is_some()
+            && generations.iter().all(|g| *g == generations[0])
+            && seen.iter().all(|s| s.heartbeats >= SETTLED_HEARTBEATS)
+        {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            let last: Vec<String> = seen.iter().map(|s| s.last.clone()).collect();
+            break Err(format!(
+                "synced generations {generations:?}, last answers {last:?}"
+            ));
+        }
+        thread::sleep(HEARTBEAT);
+    };
+    for l in &loops {
+        l.stop.store(true, Ordering::Relaxed);
+    }
+    let mut members = vec![];
+    for l in loops {
+        members.push(
+            l.thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("a member's thread panicked"))?,
+        );
+    }
+    Ok(verdict.map(|()| members))
+}
