@@ -12,14 +12,14 @@ use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, HeartbeatRequest,
-    JoinGroupRequest, RequestHeader, ResponseHeader, SyncGroupRequest, TopicName,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, JoinGroupRequest, RequestHeader, ResponseHeader, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// JoinGroup v5 is the first with `group.instance.id` (KIP-345); these are
 /// the last versions before the flexible encoding, which every broker here
@@ -27,6 +27,12 @@ use std::time::Duration;
 const JOIN_VERSION: i16 = 5;
 const SYNC_VERSION: i16 = 3;
 const HEARTBEAT_VERSION: i16 = 3;
+const FIND_COORDINATOR_VERSION: i16 = 1;
+/// The topic the members subscribe to (the broker never reads it) and the
+/// consumer protocol they speak.
+const TOPIC: &str = "probe.group";
+const PROTOCOL_TYPE: &str = "consumer";
+const ASSIGNOR: &str = "range";
 /// The consumer protocol's subscription and assignment, version 0.
 const CONSUMER_PROTOCOL_VERSION: i16 = 0;
 /// Kafka's least (`group.min.session.timeout.ms`), as the stage tests use:
@@ -53,8 +59,9 @@ pub struct GroupMember {
     pub generation: i32,
     /// The leader of that generation.
     pub leader: String,
-    /// The members the leader assigns to (the leader's join answer only).
-    pub members: Vec<String>,
+    /// The members the leader assigns to, as (member id, instance id): the
+    /// leader's join answer only.
+    pub members: Vec<(String, String)>,
     /// The generation and partitions of its last successful SyncGroup.
     pub assigned: Option<(i32, Vec<i32>)>,
     /// Which incarnation of its instance this is, from 0: a leader's plan
@@ -63,14 +70,15 @@ pub struct GroupMember {
 }
 
 impl GroupMember {
-    /// Connects a new incarnation of `instance`, with no member id yet.
+    /// Connects a new incarnation of `instance`, with no member id yet, once
+    /// `addr` coordinates `group`.
     pub fn connect(addr: &str, group: &str, instance: &str) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr)?;
         // A JoinGroup waits for the whole round; anything longer is a hang.
         stream.set_read_timeout(Some(Duration::from_millis(
             (REBALANCE_TIMEOUT_MS + 20_000) as u64,
         )))?;
-        Ok(Self {
+        let mut member = Self {
             stream,
             correlation: 0,
             addr: addr.into(),
@@ -82,7 +90,30 @@ impl GroupMember {
             members: vec![],
             assigned: None,
             incarnation: 0,
-        })
+        };
+        member.await_coordinator()?;
+        Ok(member)
+    }
+
+    /// FindCoordinator until the broker names one. A one-broker cluster is
+    /// its own coordinator, but Apache Kafka creates `__consumer_offsets`
+    /// only when a client first asks, and answers group requests with
+    /// COORDINATOR_NOT_AVAILABLE until then.
+    fn await_coordinator(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let req = FindCoordinatorRequest::default()
+                .with_key(StrBytes::from_string(self.group.clone()))
+                .with_key_type(0);
+            let resp = self.call(FIND_COORDINATOR_VERSION, &req)?;
+            match ResponseError::try_from_code(resp.error_code) {
+                None => return Ok(()),
+                Some(e) if Instant::now() > deadline => {
+                    anyhow::bail!("no coordinator for {} after 30 s: {e}", self.group)
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     /// The next incarnation of this member's instance, as a restarted
@@ -98,13 +129,15 @@ impl GroupMember {
         !self.id.is_empty() && self.leader == self.id
     }
 
-    /// Joins (or rejoins) the group and waits for the round's answer. A first
-    /// join learns its member id from MEMBER_ID_REQUIRED (KIP-394) and joins
-    /// again with it, as librdkafka does; UNKNOWN_MEMBER_ID forgets the id.
+    /// Joins (or rejoins) the group and waits for the round's answer. Kafka
+    /// gives a static member its id in the answer; a broker that asks for a
+    /// join with an id first (MEMBER_ID_REQUIRED, KIP-394's dynamic-member
+    /// handshake, as crabka does) gets one more join with it, as librdkafka
+    /// sends. UNKNOWN_MEMBER_ID forgets the id.
     pub fn join(&mut self) -> anyhow::Result<Answer> {
         let subscription = consumer_bytes(
             &ConsumerProtocolSubscription::default()
-                .with_topics(vec![StrBytes::from_static_str("probe.group")]),
+                .with_topics(vec![StrBytes::from_static_str(TOPIC)]),
         )?;
         loop {
             let req = JoinGroupRequest::default()
@@ -113,14 +146,15 @@ impl GroupMember {
                 .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
                 .with_member_id(StrBytes::from_string(self.id.clone()))
                 .with_group_instance_id(Some(StrBytes::from_string(self.instance.clone())))
-                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocol_type(StrBytes::from_static_str(PROTOCOL_TYPE))
                 .with_protocols(vec![JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_static_str("range"))
+                    .with_name(StrBytes::from_static_str(ASSIGNOR))
                     .with_metadata(subscription.clone())]);
             let resp = self.call(JOIN_VERSION, &req)?;
             let answer = ResponseError::try_from_code(resp.error_code);
             match answer {
-                Some(ResponseError::MemberIdRequired) => {
+                // Once: a broker that asks again would loop for ever.
+                Some(ResponseError::MemberIdRequired) if self.id.is_empty() => {
                     self.id = resp.member_id.to_string();
                     continue;
                 }
@@ -133,7 +167,10 @@ impl GroupMember {
                     self.members = resp
                         .members
                         .iter()
-                        .map(|m| m.member_id.to_string())
+                        .map(|m| {
+                            let instance = m.group_instance_id.as_deref().unwrap_or_default();
+                            (m.member_id.to_string(), instance.to_string())
+                        })
                         .collect();
                 }
             }
@@ -148,7 +185,7 @@ impl GroupMember {
         for (member, partitions) in plan {
             let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
                 TopicPartition::default()
-                    .with_topic(TopicName(StrBytes::from_static_str("probe.group")))
+                    .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
                     .with_partitions(partitions.clone()),
             ]);
             assignments.push(
@@ -162,8 +199,6 @@ impl GroupMember {
             .with_generation_id(self.generation)
             .with_member_id(StrBytes::from_string(self.id.clone()))
             .with_group_instance_id(Some(StrBytes::from_string(self.instance.clone())))
-            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
-            .with_protocol_name(Some(StrBytes::from_static_str("range")))
             .with_assignments(assignments);
         let resp = self.call(SYNC_VERSION, &req)?;
         let answer = ResponseError::try_from_code(resp.error_code);

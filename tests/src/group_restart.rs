@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 /// The partitions the leaders deal out.
 const PARTITIONS: i32 = 4;
 /// A consumer's heartbeat interval, short so the probe settles fast.
-const HEARTBEAT: Duration = Duration::from_millis(200);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+/// The member whose join opens the second round.
+const NEWCOMER: &str = "c";
 /// Heartbeats in a row, at the generation of its assignment, that show a
 /// member settled.
 const SETTLED_HEARTBEATS: u32 = 5;
@@ -53,25 +55,35 @@ pub enum Victim {
     Follower,
 }
 
-/// A leader's plan: partitions dealt round-robin over the members in id
-/// order, starting `incarnation` places along. Two members and three get
-/// different shares, so a member that keeps an older generation's share
-/// overlaps another's. A restarted leader's plan starts one place further,
-/// as a real assignor's differs once its restarted leader owns nothing
-/// (librdkafka's cooperative-sticky, which every weir stage uses), so a
-/// broker that installs a returning leader's plan without a rebalance
-/// leaves the followers on the old one.
-pub fn deal(members: &[String], incarnation: usize) -> BTreeMap<String, Vec<i32>> {
-    let mut ids = members.to_vec();
-    ids.sort();
+/// A leader's plan: partitions dealt round-robin over the members in
+/// instance-id order, starting `incarnation` places along. Two members and
+/// three get different shares, so a member that keeps an older generation's
+/// share overlaps another's. A real assignor plans afresh when its leader
+/// restarts and may reach another plan (librdkafka's cooperative-sticky,
+/// which every weir stage uses, does when the leader no longer owns what it
+/// had); starting one place further makes sure it does, so a broker that
+/// installs a returning leader's plan without a rebalance, leaving the
+/// followers on the old one, is caught.
+pub fn deal(members: &[(String, String)], incarnation: usize) -> BTreeMap<String, Vec<i32>> {
+    let mut ordered = members.to_vec();
+    ordered.sort_by(|a, b| a.1.cmp(&b.1));
     let mut plan: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let at = (p as usize + incarnation) % ids.len().max(1);
-        if let Some(id) = ids.get(at) {
+        let at = (p as usize + incarnation) % ordered.len().max(1);
+        if let Some((id, _)) = ordered.get(at) {
             plan.entry(id.clone()).or_default().push(p);
         }
     }
     plan
+}
+
+/// What `m` sends in its SyncGroup: its plan if it leads, else nothing.
+fn plan(m: &GroupMember) -> BTreeMap<String, Vec<i32>> {
+    if m.is_leader() {
+        deal(&m.members, m.incarnation)
+    } else {
+        BTreeMap::new()
+    }
 }
 
 /// Every (moment, victim) case, each in its own group, at once.
@@ -97,6 +109,7 @@ pub fn probe(brokers: &str) -> anyhow::Result<Seen> {
             })
         })
         .collect();
+    let count = runs.len();
     let mut broken = vec![];
     let mut slowest = (Duration::ZERO, String::new());
     for run in runs {
@@ -114,7 +127,7 @@ pub fn probe(brokers: &str) -> anyhow::Result<Seen> {
     }
     Ok(if broken.is_empty() {
         yes(format!(
-            "10 restarts (leader or follower; settled, preparing, completing, synced, evicted): one owner per partition (slowest: {}, {:.1} s)",
+            "{count} restarts (leader or follower; settled, preparing, completing, synced, evicted): one owner per partition (slowest: {}, {:.1} s)",
             slowest.1,
             slowest.0.as_secs_f64()
         ))
@@ -128,72 +141,62 @@ pub fn probe(brokers: &str) -> anyhow::Result<Seen> {
 pub fn restart(brokers: &str, moment: Moment, victim: Victim) -> anyhow::Result<Option<String>> {
     let group = format!("probe-restart-{moment:?}-{victim:?}").to_lowercase();
     let member = |instance: &str| GroupMember::connect(brokers, &group, instance);
-    // The first generation: a and b.
-    let first = settle(vec![
+    let mut first = match settle(vec![
         Loop::start(member("a")?, Step::Join),
         Loop::start(member("b")?, Step::Join),
-    ])?;
-    let mut first = match first {
+    ])? {
         Ok(members) => members,
         Err(what) => return Ok(Some(format!("the first generation did not settle: {what}"))),
     };
-    let lead = first.iter().position(GroupMember::is_leader);
-    let v = match (victim, lead) {
-        (Victim::Leader, Some(l)) => l,
-        (Victim::Follower, Some(l)) => 1 - l,
-        (_, None) => return Ok(Some("the first generation has no leader".into())),
+    let Some(l) = first.iter().position(GroupMember::is_leader) else {
+        return Ok(Some("the first generation has no leader".into()));
     };
-    let other = first.remove(1 - v);
-    let doomed = first.remove(0);
-    let next = doomed.reborn()?;
-    let mut next = Some(next);
-    let mut reborn = || next.take().ok_or_else(|| anyhow::anyhow!("reborn twice"));
+    let follower = first.remove(1 - l);
+    let leader = first.remove(0);
+    let (doomed, other) = match victim {
+        Victim::Leader => (leader, follower),
+        Victim::Follower => (follower, leader),
+    };
     let loops = match moment {
-        Moment::Stable => {
-            drop(doomed);
-            let reborn = Loop::start(reborn()?, Step::Join);
-            thread::sleep(LAND);
-            vec![reborn, Loop::start(other, Step::Heartbeat)]
-        }
+        Moment::Stable => vec![
+            kill_and_restart(doomed)?,
+            Loop::start(other, Step::Heartbeat),
+        ],
         Moment::Preparing => {
-            let c = Loop::start(member("c")?, Step::Join);
+            let newcomer = Loop::start(member(NEWCOMER)?, Step::Join);
             let mut other = other;
-            let opened = Instant::now() + T;
-            while other.heartbeat()?.is_none() {
-                anyhow::ensure!(Instant::now() < opened, "c's join opened no round");
-                thread::sleep(HEARTBEAT);
-            }
-            drop(doomed);
-            let reborn = Loop::start(reborn()?, Step::Join);
-            thread::sleep(LAND);
-            vec![reborn, Loop::start(other, Step::Join), c]
+            await_round(&mut other)?;
+            vec![
+                kill_and_restart(doomed)?,
+                Loop::start(other, Step::Join),
+                newcomer,
+            ]
         }
         Moment::Evicted => {
             // Dead through a whole round: the others settle without it.
+            let next = doomed.reborn()?;
             drop(doomed);
-            let without = settle(vec![
+            let without = match settle(vec![
                 Loop::start(other, Step::Join),
-                Loop::start(member("c")?, Step::Join),
-            ])?;
-            let without = match without {
+                Loop::start(member(NEWCOMER)?, Step::Join),
+            ])? {
                 Ok(members) => members,
                 Err(what) => {
                     return Ok(Some(format!("the round without it did not settle: {what}")))
                 }
             };
-            let mut loops = vec![Loop::start(reborn()?, Step::Join)];
+            let mut loops = vec![Loop::start(next, Step::Join)];
             loops.extend(without.into_iter().map(|m| Loop::start(m, Step::Heartbeat)));
             loops
         }
         Moment::Completing | Moment::Synced => {
-            let c = member("c")?;
+            // The newcomer's join opens the round; the others rejoin once a
+            // heartbeat says so, as consumers do, so all three are in it.
+            let newcomer = join_in_thread(member(NEWCOMER)?);
+            let mut other = other;
+            await_round(&mut other)?;
             let mut joined = vec![];
-            for j in [c, doomed, other].map(|mut m| {
-                thread::spawn(move || {
-                    let answer = m.join();
-                    (m, answer)
-                })
-            }) {
+            for j in [newcomer, join_in_thread(doomed), join_in_thread(other)] {
                 let (m, answer) = j
                     .join()
                     .map_err(|_| anyhow::anyhow!("a join's thread panicked"))?;
@@ -205,15 +208,21 @@ pub fn restart(brokers: &str, moment: Moment, victim: Victim) -> anyhow::Result<
                 }
                 joined.push(m);
             }
-            // The victim by its role in this round: its leader, or a
-            // follower from the first generation (as a restarted processor).
+            let generations: Vec<i32> = joined.iter().map(|m| m.generation).collect();
+            if generations.iter().any(|g| *g != generations[0]) {
+                return Ok(Some(format!(
+                    "the second round's joins were answered at generations {generations:?}"
+                )));
+            }
+            // The victim by its role in this round: its leader, or a follower
+            // that was in the first generation.
             let l = joined.iter().position(GroupMember::is_leader);
             let v = match victim {
                 Victim::Leader => l,
                 Victim::Follower => joined
                     .iter()
                     .enumerate()
-                    .position(|(i, m)| Some(i) != l && m.instance != "c"),
+                    .position(|(i, m)| Some(i) != l && m.instance != NEWCOMER),
             };
             let Some(v) = v else {
                 return Ok(Some("the second round has no leader".into()));
@@ -222,19 +231,16 @@ pub fn restart(brokers: &str, moment: Moment, victim: Victim) -> anyhow::Result<
             let mut loops = vec![];
             if let Moment::Synced = moment {
                 if dead.is_leader() {
-                    dead.sync(&deal(&dead.members, dead.incarnation))?;
+                    dead.sync(&plan(&dead))?;
                 } else if let Some(l) = joined.iter().position(GroupMember::is_leader) {
                     let mut leader = joined.remove(l);
-                    let answer = leader.sync(&deal(&leader.members, leader.incarnation))?;
-                    loops.push(Loop::start(leader, after(answer)));
+                    // A failed sync shows in its next heartbeat, which rejoins.
+                    leader.sync(&plan(&leader))?;
+                    loops.push(Loop::start(leader, Step::Heartbeat));
                 }
             }
-            loops.push(Loop::start(dead.reborn()?, Step::Join));
-            drop(dead);
-            thread::sleep(LAND);
-            for m in joined {
-                loops.push(Loop::start(m, Step::Sync));
-            }
+            loops.push(kill_and_restart(dead)?);
+            loops.extend(joined.into_iter().map(|m| Loop::start(m, Step::Sync)));
             loops
         }
     };
@@ -244,7 +250,39 @@ pub fn restart(brokers: &str, moment: Moment, victim: Victim) -> anyhow::Result<
     })
 }
 
-/// `None` if every partition has exactly one owner, all at one generation.
+/// Kills `m` (its connection closes, as a SIGKILLed process's does) and
+/// starts its next incarnation's loop, giving its join time to reach the
+/// coordinator before the case's next step.
+fn kill_and_restart(m: GroupMember) -> anyhow::Result<Loop> {
+    let next = m.reborn()?;
+    drop(m);
+    let reborn = Loop::start(next, Step::Join);
+    thread::sleep(LAND);
+    Ok(reborn)
+}
+
+/// Heartbeats until the coordinator says a new round has begun.
+fn await_round(m: &mut GroupMember) -> anyhow::Result<()> {
+    let deadline = Instant::now() + T;
+    while m.heartbeat()?.is_none() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the newcomer's join opened no round"
+        );
+        thread::sleep(HEARTBEAT_INTERVAL);
+    }
+    Ok(())
+}
+
+/// `m`'s JoinGroup, answered when its round completes.
+fn join_in_thread(mut m: GroupMember) -> JoinHandle<(GroupMember, anyhow::Result<Answer>)> {
+    thread::spawn(move || {
+        let answer = m.join();
+        (m, answer)
+    })
+}
+
+/// `None` if every partition has exactly one owner.
 fn owners(members: &[GroupMember]) -> Option<String> {
     let mut by_partition: BTreeMap<i32, Vec<String>> =
         (0..PARTITIONS).map(|p| (p, vec![])).collect();
@@ -274,14 +312,6 @@ enum Step {
     /// SyncGroup for the generation it joined (with a plan if it leads).
     Sync,
     Heartbeat,
-}
-
-/// After a SyncGroup or heartbeat answer: carry on, or rejoin.
-fn after(answer: Answer) -> Step {
-    match answer {
-        None => Step::Heartbeat,
-        Some(_) => Step::Join,
-    }
 }
 
 /// What a member's loop last saw: its synced generation and how many
@@ -320,16 +350,9 @@ impl Loop {
             while !s.load(Ordering::Relaxed) {
                 let answer = match step {
                     Step::Join => m.join().map(|a| (a, Step::Sync)),
-                    Step::Sync => {
-                        let plan = if m.is_leader() {
-                            deal(&m.members, m.incarnation)
-                        } else {
-                            BTreeMap::new()
-                        };
-                        m.sync(&plan).map(|a| (a, Step::Heartbeat))
-                    }
+                    Step::Sync => m.sync(&plan(&m)).map(|a| (a, Step::Heartbeat)),
                     Step::Heartbeat => {
-                        thread::sleep(HEARTBEAT);
+                        thread::sleep(HEARTBEAT_INTERVAL);
                         m.heartbeat().map(|a| (a, Step::Heartbeat))
                     }
                 };
@@ -357,7 +380,7 @@ impl Loop {
                 drop(seen);
                 step = if answer.is_some() {
                     // Rejoin, as a consumer does, after a beat.
-                    thread::sleep(HEARTBEAT / 2);
+                    thread::sleep(HEARTBEAT_INTERVAL / 2);
                     Step::Join
                 } else {
                     next
@@ -399,7 +422,7 @@ fn settle(loops: Vec<Loop>) -> anyhow::Result<Result<Vec<GroupMember>, String>> 
                 "synced generations {generations:?}, last answers {last:?}"
             ));
         }
-        thread::sleep(HEARTBEAT);
+        thread::sleep(HEARTBEAT_INTERVAL);
     };
     for l in &loops {
         l.stop.store(true, Ordering::Relaxed);

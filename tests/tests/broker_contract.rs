@@ -6,7 +6,7 @@ use weir_tests::broker_contract::{create_topic, no, CONTRACT, TOPICS};
 use weir_tests::stack::Broker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_broker_keeps_the_transactional_contract() {
+async fn the_broker_keeps_weirs_contract() {
     let broker = Broker::start().await;
     let b = broker.brokers();
     for (topic, partitions) in TOPICS {
