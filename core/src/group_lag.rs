@@ -138,22 +138,29 @@ impl GroupLagWatch {
         }
     }
 
-    /// Measures every `interval` until shutdown, off the async threads.
+    /// Measures every `interval` until shutdown, on a thread of its own that
+    /// the stage's exit does not wait for. With the broker away, one measure
+    /// blocks for its timeouts (10 s a call); as a tokio blocking task it
+    /// held the runtime's shutdown, and so the exit, past
+    /// `shutdown_timeout_ms`.
     pub fn spawn(self, interval: Duration, shutdown: CancellationToken) {
         if interval.is_zero() || self.groups.is_empty() {
             return;
         }
-        let watch = std::sync::Arc::new(self);
-        tokio::spawn(async move {
-            loop {
-                let w = watch.clone();
-                let _ = tokio::task::spawn_blocking(move || w.measure()).await;
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = shutdown.cancelled() => return,
+        let spawned = std::thread::Builder::new()
+            .name("group-lag".into())
+            .spawn(move || {
+                while !shutdown.is_cancelled() {
+                    self.measure();
+                    let next = std::time::Instant::now() + interval;
+                    while !shutdown.is_cancelled() && std::time::Instant::now() < next {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
-            }
-        });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the group lag watch; weir_consumer_group_lag stays unset");
+        }
     }
 }
 
