@@ -280,10 +280,11 @@ pub type Probe = fn(&str) -> anyhow::Result<Seen>;
 /// offsets inside the transaction of its outputs, fences a predecessor with
 /// the same `transactional.id`, and resumes from the group's committed
 /// offsets; every stage is a static group member that must get its share
-/// back after a restart. A broker that fails one of these can lose or double
+/// back after a restart, and a cooperative one whose revoked partitions
+/// reach their new owner only in the round its rejoin opens. A broker that fails one of these can lose or double
 /// count events whatever weir does. Each writes only its own records, in
 /// `TOPICS`, or uses its own groups.
-pub const CONTRACT: [(&str, Probe); 5] = [
+pub const CONTRACT: [(&str, Probe); 6] = [
     ("two transactions of one producer commit", commit),
     ("a producer with an old epoch is fenced", zombie),
     ("transactional offsets apply only when committed", offsets),
@@ -294,5 +295,9 @@ pub const CONTRACT: [(&str, Probe); 5] = [
     (
         "a restarted static member leaves every partition one owner",
         crate::group_restart::probe,
+    ),
+    (
+        "a member rejoining with changed metadata opens a round",
+        crate::group_rejoin::probe,
     ),
 ];

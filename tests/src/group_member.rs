@@ -67,6 +67,10 @@ pub struct GroupMember {
     /// Which incarnation of its instance this is, from 0: a leader's plan
     /// depends on it (`group_restart::deal`).
     pub incarnation: usize,
+    /// The user data of its subscription: changing it changes the metadata
+    /// its next join sends, as a cooperative consumer's does once it has
+    /// revoked partitions (`group_rejoin`).
+    pub user_data: Option<Bytes>,
 }
 
 impl GroupMember {
@@ -90,6 +94,7 @@ impl GroupMember {
             members: vec![],
             assigned: None,
             incarnation: 0,
+            user_data: None,
         };
         member.await_coordinator()?;
         Ok(member)
@@ -137,7 +142,8 @@ impl GroupMember {
     pub fn join(&mut self) -> anyhow::Result<Answer> {
         let subscription = consumer_bytes(
             &ConsumerProtocolSubscription::default()
-                .with_topics(vec![StrBytes::from_static_str(TOPIC)]),
+                .with_topics(vec![StrBytes::from_static_str(TOPIC)])
+                .with_user_data(self.user_data.clone()),
         )?;
         loop {
             let req = JoinGroupRequest::default()

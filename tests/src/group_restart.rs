@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// The partitions the leaders deal out.
 const PARTITIONS: i32 = 4;
 /// A consumer's heartbeat interval, short so the probe settles fast.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 /// The member whose join opens the second round.
 const NEWCOMER: &str = "c";
 /// Heartbeats in a row, at the generation of its assignment, that show a
@@ -31,7 +31,7 @@ const NEWCOMER: &str = "c";
 const SETTLED_HEARTBEATS: u32 = 5;
 /// Time for a restarted member's join to reach the coordinator before the
 /// probe takes the rebalance's next step.
-const LAND: Duration = Duration::from_millis(500);
+pub(crate) const LAND: Duration = Duration::from_millis(500);
 
 /// Where in a rebalance the restart lands.
 #[derive(Clone, Copy, Debug)]
@@ -141,21 +141,9 @@ pub fn probe(brokers: &str) -> anyhow::Result<Seen> {
 pub fn restart(brokers: &str, moment: Moment, victim: Victim) -> anyhow::Result<Option<String>> {
     let group = format!("probe-restart-{moment:?}-{victim:?}").to_lowercase();
     let member = |instance: &str| GroupMember::connect(brokers, &group, instance);
-    let mut first = match settle(vec![
-        Loop::start(member("a")?, Step::Join),
-        Loop::start(member("b")?, Step::Join),
-    ])? {
-        Ok(members) => members,
-        Err(what) => return Ok(Some(format!("the first generation did not settle: {what}"))),
-    };
-    let Some(l) = first.iter().position(GroupMember::is_leader) else {
-        return Ok(Some("the first generation has no leader".into()));
-    };
-    let follower = first.remove(1 - l);
-    let leader = first.remove(0);
-    let (doomed, other) = match victim {
-        Victim::Leader => (leader, follower),
-        Victim::Follower => (follower, leader),
+    let (doomed, other) = match first_generation(brokers, &group, victim)? {
+        Ok(pair) => pair,
+        Err(what) => return Ok(Some(what)),
     };
     let loops = match moment {
         Moment::Stable => vec![
@@ -250,6 +238,32 @@ pub fn restart(brokers: &str, moment: Moment, victim: Victim) -> anyhow::Result<
     })
 }
 
+/// Two static members, `a` and `b`, settled in a first generation of
+/// `group`: (`victim`, the other), or what kept them from settling.
+pub(crate) fn first_generation(
+    brokers: &str,
+    group: &str,
+    victim: Victim,
+) -> anyhow::Result<Result<(GroupMember, GroupMember), String>> {
+    let member = |instance: &str| GroupMember::connect(brokers, group, instance);
+    let mut first = match settle(vec![
+        Loop::start(member("a")?, Step::Join),
+        Loop::start(member("b")?, Step::Join),
+    ])? {
+        Ok(members) => members,
+        Err(what) => return Ok(Err(format!("the first generation did not settle: {what}"))),
+    };
+    let Some(l) = first.iter().position(GroupMember::is_leader) else {
+        return Ok(Err("the first generation has no leader".into()));
+    };
+    let follower = first.remove(1 - l);
+    let leader = first.remove(0);
+    Ok(Ok(match victim {
+        Victim::Leader => (leader, follower),
+        Victim::Follower => (follower, leader),
+    }))
+}
+
 /// Kills `m` (its connection closes, as a SIGKILLed process's does) and
 /// starts its next incarnation's loop, giving its join time to reach the
 /// coordinator before the case's next step.
@@ -275,7 +289,9 @@ fn await_round(m: &mut GroupMember) -> anyhow::Result<()> {
 }
 
 /// `m`'s JoinGroup, answered when its round completes.
-fn join_in_thread(mut m: GroupMember) -> JoinHandle<(GroupMember, anyhow::Result<Answer>)> {
+pub(crate) fn join_in_thread(
+    mut m: GroupMember,
+) -> JoinHandle<(GroupMember, anyhow::Result<Answer>)> {
     thread::spawn(move || {
         let answer = m.join();
         (m, answer)
@@ -283,7 +299,7 @@ fn join_in_thread(mut m: GroupMember) -> JoinHandle<(GroupMember, anyhow::Result
 }
 
 /// `None` if every partition has exactly one owner.
-fn owners(members: &[GroupMember]) -> Option<String> {
+pub(crate) fn owners(members: &[GroupMember]) -> Option<String> {
     let mut by_partition: BTreeMap<i32, Vec<String>> =
         (0..PARTITIONS).map(|p| (p, vec![])).collect();
     let mut shares = vec![];
@@ -307,7 +323,7 @@ fn owners(members: &[GroupMember]) -> Option<String> {
 
 /// A member's next step in its consumer loop.
 #[derive(Clone, Copy)]
-enum Step {
+pub(crate) enum Step {
     Join,
     /// SyncGroup for the generation it joined (with a plan if it leads).
     Sync,
@@ -325,14 +341,14 @@ struct Progress {
 }
 
 /// A member running a consumer's loop in its own thread.
-struct Loop {
+pub(crate) struct Loop {
     stop: Arc<AtomicBool>,
     progress: Arc<Mutex<Progress>>,
     thread: JoinHandle<GroupMember>,
 }
 
 impl Loop {
-    fn start(mut m: GroupMember, first: Step) -> Self {
+    pub(crate) fn start(mut m: GroupMember, first: Step) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         // A member that synced before its loop starts (a leader stepped by
         // hand) is synced at its generation already.
@@ -402,7 +418,7 @@ impl Loop {
 
 /// Runs the loops until every member has synced one generation and
 /// heartbeats at it; gives the members back, or what kept them apart.
-fn settle(loops: Vec<Loop>) -> anyhow::Result<Result<Vec<GroupMember>, String>> {
+pub(crate) fn settle(loops: Vec<Loop>) -> anyhow::Result<Result<Vec<GroupMember>, String>> {
     let deadline = Instant::now() + 2 * T;
     let verdict = loop {
         let seen: Vec<Progress> = loops.iter().map(Loop::seen).collect();

@@ -9,6 +9,7 @@ pub mod archive;
 pub mod broker_contract;
 pub mod docs;
 pub mod group_member;
+pub mod group_rejoin;
 pub mod group_restart;
 pub mod load;
 pub mod monitoring;
