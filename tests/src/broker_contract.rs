@@ -281,9 +281,9 @@ pub type Probe = fn(&str) -> anyhow::Result<Seen>;
 /// the same `transactional.id`, and resumes from the group's committed
 /// offsets; every stage is a static group member that must get its share
 /// back after a restart, and a cooperative one whose revoked partitions
-/// reach their new owner only in the round its rejoin opens. A broker that fails one of these can lose or double
-/// count events whatever weir does. Each writes only its own records, in
-/// `TOPICS`, or uses its own groups.
+/// reach their new owner only in the round its rejoin opens. A broker that
+/// fails one of these can lose or double count events whatever weir does.
+/// Each writes only its own records, in `TOPICS`, or uses its own groups.
 pub const CONTRACT: [(&str, Probe); 6] = [
     ("two transactions of one producer commit", commit),
     ("a producer with an old epoch is fenced", zombie),
