@@ -3,6 +3,8 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub fn repo_root() -> PathBuf {
@@ -43,11 +45,39 @@ pub fn rss_mib(pid: Option<u32>) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// A port nothing listens on, for a server a test starts.
+///
+/// Not `bind(0)`: that port comes from the kernel's ephemeral range, and
+/// between its release here and the server's bind, any outgoing connection
+/// (a Kafka client, a readiness poll) may take it as its local port. CI lost
+/// a run to that: ClickHouse's `Address already in use` while the other
+/// parts started. Ports below the ephemeral range are never handed out by the
+/// kernel, so only another test can race for one; a per-process counter
+/// started at an offset drawn from the pid keeps parallel tests and test
+/// binaries on different ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = test_port_range();
+    let span = u32::from(high - low);
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7919) % span));
+    for _ in 0..span {
+        let port = low + (next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// From 10000 up to the first ephemeral port (`ip_local_port_range`,
+/// 32768 by default); at least a thousand ports wide.
+fn test_port_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    (LOW, ephemeral.max(LOW + 1_000))
 }
 
 /// A child process that is killed when dropped.
