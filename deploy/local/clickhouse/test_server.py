@@ -21,10 +21,40 @@ from clickhouse_cityhash.cityhash import CityHash128
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def _test_ports():
+    """Ports from 10000 up to the kernel's first ephemeral port, starting at
+    an offset drawn from the pid so that parallel runs stay apart."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low = 10000
+    high = max(ephemeral, low + 1000)
+    start = os.getpid() * 7919 % (high - low)
+    for i in range(high - low):
+        yield low + (start + i) % (high - low)
+
+
+_PORTS = _test_ports()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, below the ephemeral range.
+
+    Not bind(0): that port is ephemeral, so while the server starts, a poll
+    of it may connect to itself (its local port chosen equal to the one
+    polled), or another connection may take it, and the server's bind fails.
+    """
+    for port in _PORTS:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def native_lz4(raw):
