@@ -10,12 +10,13 @@
 
 use crate::broker_contract::{no, yes, Seen};
 use crate::group_restart::{
-    first_generation, join_in_thread, owners, settle, Loop, Step, Victim, HEARTBEAT_INTERVAL, LAND,
+    collect_joins, first_generation, heartbeat_until_refused, join_in_thread, owners, settle, Loop,
+    Step, Victim, LAND,
 };
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the other member heartbeats for a sign of the new round. A
 /// coordinator answers the next heartbeat after the join; this is many.
@@ -50,30 +51,20 @@ fn rejoin(brokers: &str, victim: Victim) -> anyhow::Result<Option<String>> {
     rejoiner.user_data = Some(Bytes::from_static(b"revoked"));
     let rejoined = join_in_thread(rejoiner);
     thread::sleep(LAND);
-    let deadline = Instant::now() + ROUND_HEARD;
-    loop {
-        match other.heartbeat()? {
-            Some(ResponseError::RebalanceInProgress) => break,
-            Some(e) => return Ok(Some(format!("the other member's heartbeat: {e}"))),
-            None if Instant::now() > deadline => {
-                return Ok(Some(format!(
-                    "no round: the other member's heartbeats at generation {generation} still succeed {:.0} s after the rejoin",
-                    (ROUND_HEARD + LAND).as_secs_f64()
-                )))
-            }
-            None => thread::sleep(HEARTBEAT_INTERVAL),
+    match heartbeat_until_refused(&mut other, ROUND_HEARD)? {
+        Some(ResponseError::RebalanceInProgress) => {}
+        Some(e) => return Ok(Some(format!("the other member's heartbeat: {e}"))),
+        None => {
+            return Ok(Some(format!(
+                "no round: the other member's heartbeats at generation {generation} still succeed {:.0} s after the rejoin",
+                (ROUND_HEARD + LAND).as_secs_f64()
+            )))
         }
     }
-    let mut joined = vec![];
-    for j in [rejoined, join_in_thread(other)] {
-        let (m, answer) = j
-            .join()
-            .map_err(|_| anyhow::anyhow!("a join's thread panicked"))?;
-        if let Some(e) = answer? {
-            return Ok(Some(format!("{}'s join in the new round: {e}", m.instance)));
-        }
-        joined.push(m);
-    }
+    let joined = match collect_joins(vec![rejoined, join_in_thread(other)])? {
+        Ok(joined) => joined,
+        Err(what) => return Ok(Some(format!("in the new round, {what}"))),
+    };
     if joined.iter().any(|m| m.generation <= generation) {
         return Ok(Some(format!(
             "the new round's joins were answered at generations {:?}, after generation {generation}",

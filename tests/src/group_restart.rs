@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// The partitions the leaders deal out.
 const PARTITIONS: i32 = 4;
 /// A consumer's heartbeat interval, short so the probe settles fast.
-pub(crate) const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
 /// The member whose join opens the second round.
 const NEWCOMER: &str = "c";
 /// Heartbeats in a row, at the generation of its assignment, that show a
@@ -183,19 +183,11 @@ pub fn restart(brokers: &str, moment: Moment, victim: Victim) -> anyhow::Result<
             let newcomer = join_in_thread(member(NEWCOMER)?);
             let mut other = other;
             await_round(&mut other)?;
-            let mut joined = vec![];
-            for j in [newcomer, join_in_thread(doomed), join_in_thread(other)] {
-                let (m, answer) = j
-                    .join()
-                    .map_err(|_| anyhow::anyhow!("a join's thread panicked"))?;
-                if let Some(e) = answer? {
-                    return Ok(Some(format!(
-                        "{}'s join in the second round: {e}",
-                        m.instance
-                    )));
-                }
-                joined.push(m);
-            }
+            let joins = vec![newcomer, join_in_thread(doomed), join_in_thread(other)];
+            let mut joined = match collect_joins(joins)? {
+                Ok(joined) => joined,
+                Err(what) => return Ok(Some(format!("in the second round, {what}"))),
+            };
             let generations: Vec<i32> = joined.iter().map(|m| m.generation).collect();
             if generations.iter().any(|g| *g != generations[0]) {
                 return Ok(Some(format!(
@@ -277,15 +269,29 @@ fn kill_and_restart(m: GroupMember) -> anyhow::Result<Loop> {
 
 /// Heartbeats until the coordinator says a new round has begun.
 fn await_round(m: &mut GroupMember) -> anyhow::Result<()> {
-    let deadline = Instant::now() + T;
-    while m.heartbeat()?.is_none() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the newcomer's join opened no round"
-        );
+    anyhow::ensure!(
+        heartbeat_until_refused(m, T)?.is_some(),
+        "the newcomer's join opened no round"
+    );
+    Ok(())
+}
+
+/// Heartbeats `m` until the coordinator refuses one, for at most `within`:
+/// the refusal, or `None` if every heartbeat succeeded.
+pub(crate) fn heartbeat_until_refused(
+    m: &mut GroupMember,
+    within: Duration,
+) -> anyhow::Result<Option<ResponseError>> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(e) = m.heartbeat()? {
+            return Ok(Some(e));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
         thread::sleep(HEARTBEAT_INTERVAL);
     }
-    Ok(())
 }
 
 /// `m`'s JoinGroup, answered when its round completes.
@@ -296,6 +302,24 @@ pub(crate) fn join_in_thread(
         let answer = m.join();
         (m, answer)
     })
+}
+
+/// Waits for the answers of joins `join_in_thread` sent: the members, or
+/// the first refusal ("`instance`'s join: `error`").
+pub(crate) fn collect_joins(
+    joins: Vec<JoinHandle<(GroupMember, anyhow::Result<Answer>)>>,
+) -> anyhow::Result<Result<Vec<GroupMember>, String>> {
+    let mut joined = vec![];
+    for j in joins {
+        let (m, answer) = j
+            .join()
+            .map_err(|_| anyhow::anyhow!("a join's thread panicked"))?;
+        if let Some(e) = answer? {
+            return Ok(Err(format!("{}'s join: {e}", m.instance)));
+        }
+        joined.push(m);
+    }
+    Ok(Ok(joined))
 }
 
 /// `None` if every partition has exactly one owner.
